@@ -19,6 +19,7 @@ type command struct {
 // commands lists the subcommands; each lives in its own file of this package.
 var commands = map[string]command{
 	"version": {summary: "print the version", run: runVersion},
+	"sample":  {summary: "write synthetic IoT telemetry events as NDJSON (demo and benchmark input)", run: runSample},
 }
 
 // Exit codes.
