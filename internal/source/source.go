@@ -36,6 +36,13 @@ type Event struct {
 	// Meta carries values from outside the body (Kafka key, topic, headers);
 	// nil for sources that have none.
 	Meta *Metadata
+	// Err, when not nil, is a problem the source found with this event before
+	// anyone parsed it (a stdin line over the size limit, invalid UTF-8). The
+	// pipeline does not map such an event: it writes it to the dead letter
+	// with Err as the reason (kind "source") and then acks it, so the stream
+	// goes on. Data then holds what the source kept (for an over-long line,
+	// its first bytes).
+	Err error
 }
 
 // Metadata holds the Kafka record fields that schema columns can read with
