@@ -174,6 +174,17 @@ func (t *offsetTracker) committed(points []commitPoint) {
 	}
 }
 
+// observeHighWatermark raises a partition's high watermark to hw, as learnt
+// outside a fetch (from a ListOffsets request). Unknown partitions are left
+// alone.
+func (t *offsetTracker) observeHighWatermark(topic string, partition int, hw int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p := t.parts[topicPartition{topic: topic, partition: partition}]; p != nil && hw > p.highWatermark {
+		p.highWatermark = hw
+	}
+}
+
 // partitionState is a snapshot of one partition, for metrics and tests.
 type partitionState struct {
 	topicPartition

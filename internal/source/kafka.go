@@ -1,0 +1,600 @@
+package source
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+)
+
+// Kafka reads events from Kafka topics as a member of a consumer group, with
+// at-least-once delivery: it commits a partition's offset only up to the
+// first event not yet acknowledged, and only from a periodic commit (every
+// KafkaConfig.CommitInterval), never per message.
+//
+// Each record value becomes one Event, passed through unparsed: a value that
+// is not JSON is found by the schema mapper and dead-lettered with its
+// position, then acknowledged, so a bad record never stops the source.
+//
+// # Rebalances
+//
+// kafka-go's Reader runs the group protocol itself and does not tell its
+// user about assignments, so this is what happens on a rebalance (read from
+// kafka-go v0.4.51 reader.go and consumergroup.go):
+//
+//   - The generation ends when a heartbeat returns REBALANCE_IN_PROGRESS (or
+//     fails). The Reader stops its partition readers and drops the records it
+//     had buffered but not yet returned; commits queued at that moment are
+//     sent with the old generation id, which the broker accepts while the
+//     group prepares the rebalance.
+//   - The member rejoins, gets its new assignment and fetches the group's
+//     committed offsets; each assigned partition restarts there. Records
+//     this process fetched after that offset come again: their earlier
+//     copies stay tracked, and the partition's commit waits until every copy
+//     is acknowledged (see offsetTracker), so nothing unacknowledged is
+//     committed and acknowledged work is not lost.
+//   - A commit issued while no generation is active waits (up to the commit
+//     timeout) for the next one and is then sent with the new generation id.
+//     Offsets of a partition that moved to another member may so be committed
+//     by this member after the move: they cover only acknowledged events, so
+//     this can cause redelivery after a later restart, never a loss.
+//
+// Events acknowledged but not committed when a rebalance or crash happens
+// are delivered again: at least once, with duplicates bounded by what was in
+// flight plus one commit interval.
+//
+// # Backpressure
+//
+// At most KafkaOptions.MaxUnacked events are out unacknowledged; Read blocks
+// while that many are, so fetching stops (kafka-go's Reader buffers at most
+// its queue capacity, 100 records, plus one fetch of MaxBytes per partition)
+// and the group's lag grows instead of memory.
+type Kafka struct {
+	reader  *kafka.Reader
+	tracker *offsetTracker
+	log     *slog.Logger
+	metrics *KafkaMetrics
+	group   string
+
+	// sem holds one token per unacknowledged event.
+	sem chan struct{}
+
+	commitInterval time.Duration
+	commitTimeout  time.Duration
+	// commitMu serializes commits, so that offsets reach the broker in the
+	// order they were computed.
+	commitMu sync.Mutex
+
+	lagInterval time.Duration
+	lagClient   *kafka.Client // nil when lag refresh is off
+	transport   *kafka.Transport
+
+	counterMu sync.Mutex
+	counters  map[string]prometheus.Counter // messages_total per topic
+
+	closing   chan struct{} // closed when Close starts
+	loopStop  context.CancelFunc
+	loopDone  chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Source = (*Kafka)(nil)
+
+// ErrDeadLettered, given to an Ack (wrapped or not), says the event was not
+// delivered to its table but written to the dead letter. Sources count it as
+// a success (the event is done and must not come again); the HTTP source
+// reports it in its dead_lettered count.
+var ErrDeadLettered = errors.New("event dead-lettered")
+
+// ackFailed reports whether an acknowledgement error means "not delivered".
+func ackFailed(err error) bool {
+	return err != nil && !errors.Is(err, ErrDeadLettered)
+}
+
+// KafkaOptions holds what a KafkaConfig does not: wiring, the in-flight
+// bound, and group timings that tests shorten.
+type KafkaOptions struct {
+	// Logger receives the source's logs and kafka-go's (at debug level, and
+	// its errors at warn). Nil discards them.
+	Logger *slog.Logger
+	// Metrics, when not nil, is updated by the source.
+	Metrics *KafkaMetrics
+	// MaxUnacked bounds the events read but not yet acknowledged (default
+	// 10000). Read blocks while the bound is reached.
+	MaxUnacked int
+	// HeartbeatInterval is how often the group member heartbeats (default:
+	// a tenth of the session timeout, at most 3s). A member learns of a
+	// rebalance only on its next heartbeat.
+	HeartbeatInterval time.Duration
+	// JoinGroupBackoff is the wait before rejoining the group after an
+	// error (default 5s, kafka-go's).
+	JoinGroupBackoff time.Duration
+	// CommitTimeout bounds one commit, including the wait for a new group
+	// generation during a rebalance (default: the session timeout plus the
+	// rebalance timeout).
+	CommitTimeout time.Duration
+	// LagInterval is how often the partitions' end offsets are asked from
+	// the brokers to update the lag metric while fetching is paused
+	// (default 30s; negative turns it off, leaving the lag as seen in
+	// fetches). Only used with Metrics.
+	LagInterval time.Duration
+	// QueueCapacity is kafka-go's internal record queue (default 100).
+	QueueCapacity int
+}
+
+// NewKafka validates cfg, builds the TLS and SASL settings, and joins the
+// consumer group in the background; Read returns the first event once the
+// group has assigned partitions to this member.
+func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka source config: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxUnacked <= 0 {
+		opts.MaxUnacked = 10000
+	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = min(cfg.SessionTimeout/10, 3*time.Second)
+	}
+	if opts.CommitTimeout <= 0 {
+		opts.CommitTimeout = cfg.SessionTimeout + cfg.RebalanceTimeout
+	}
+	if opts.LagInterval == 0 {
+		opts.LagInterval = 30 * time.Second
+	}
+	tlsConfig, err := kafkaTLS(cfg.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("kafka source tls: %w", err)
+	}
+	mechanism, err := kafkaSASL(cfg.SASL)
+	if err != nil {
+		return nil, fmt.Errorf("kafka source sasl: %w", err)
+	}
+	start := kafka.FirstOffset
+	if cfg.StartOffset == StartLatest {
+		start = kafka.LastOffset
+	}
+	dialer := &kafka.Dialer{
+		ClientID:      cfg.ClientID,
+		Timeout:       10 * time.Second,
+		DualStack:     true,
+		TLS:           tlsConfig,
+		SASLMechanism: mechanism,
+	}
+	group := cfg.GroupID
+	reader := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           cfg.Brokers,
+		GroupID:           group,
+		GroupTopics:       cfg.Topics,
+		Dialer:            dialer,
+		QueueCapacity:     opts.QueueCapacity,
+		MinBytes:          cfg.MinBytes,
+		MaxBytes:          cfg.MaxBytes,
+		MaxWait:           cfg.MaxWait,
+		ReadLagInterval:   -1, // not available with groups; lag comes from the tracker
+		HeartbeatInterval: opts.HeartbeatInterval,
+		CommitInterval:    0, // synchronous: this source commits per interval itself
+		SessionTimeout:    cfg.SessionTimeout,
+		RebalanceTimeout:  cfg.RebalanceTimeout,
+		JoinGroupBackoff:  opts.JoinGroupBackoff,
+		StartOffset:       start,
+		Logger:            kafkaLogger(log, slog.LevelDebug, group),
+		ErrorLogger:       kafkaLogger(log, slog.LevelWarn, group),
+	})
+	loopCtx, loopStop := context.WithCancel(context.Background())
+	k := &Kafka{
+		reader:         reader,
+		tracker:        newOffsetTracker(),
+		log:            log.With("group", group),
+		metrics:        opts.Metrics,
+		group:          group,
+		sem:            make(chan struct{}, opts.MaxUnacked),
+		commitInterval: cfg.CommitInterval,
+		commitTimeout:  opts.CommitTimeout,
+		lagInterval:    opts.LagInterval,
+		counters:       make(map[string]prometheus.Counter),
+		closing:        make(chan struct{}),
+		loopStop:       loopStop,
+		loopDone:       make(chan struct{}),
+	}
+	if opts.Metrics != nil && opts.LagInterval > 0 {
+		k.transport = &kafka.Transport{
+			ClientID:    cfg.ClientID,
+			DialTimeout: 10 * time.Second,
+			TLS:         tlsConfig,
+			SASL:        mechanism,
+		}
+		k.lagClient = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: k.transport}
+	}
+	go k.loop(loopCtx)
+	return k, nil
+}
+
+// Read returns the next record as an event. It blocks while MaxUnacked
+// events are unacknowledged, and until a record arrives or ctx ends. Fetch
+// errors are logged and retried (kafka-go reconnects and rejoins by itself).
+// After Close, Read returns an error wrapping ErrEndOfInput.
+func (k *Kafka) Read(ctx context.Context) (Event, Ack, error) {
+	for {
+		select {
+		case <-k.closing:
+			return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
+		default:
+		}
+		select {
+		case k.sem <- struct{}{}:
+		case <-ctx.Done():
+			return Event{}, nil, ctx.Err()
+		case <-k.closing:
+			return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
+		}
+		msg, err := k.reader.FetchMessage(ctx)
+		if err != nil {
+			<-k.sem
+			if ctx.Err() != nil {
+				return Event{}, nil, ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
+			}
+			k.log.Warn("kafka fetch failed, retrying", "err", err)
+			if m := k.metrics; m != nil {
+				m.fetchErrors.WithLabelValues(k.group).Inc()
+			}
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+				return Event{}, nil, ctx.Err()
+			case <-k.closing:
+			}
+			continue
+		}
+		return k.event(msg)
+	}
+}
+
+// event tracks msg and turns it into an event with its ack.
+func (k *Kafka) event(msg kafka.Message) (Event, Ack, error) {
+	token := k.tracker.fetched(msg.Topic, msg.Partition, msg.Offset, msg.HighWaterMark)
+	meta := &Metadata{
+		Key:       msg.Key,
+		Topic:     msg.Topic,
+		Partition: msg.Partition,
+		Offset:    msg.Offset,
+		Timestamp: msg.Time,
+	}
+	if len(msg.Headers) > 0 {
+		meta.Headers = make(map[string]string, len(msg.Headers))
+		for _, h := range msg.Headers {
+			meta.Headers[h.Key] = string(h.Value)
+		}
+	}
+	if m := k.metrics; m != nil {
+		k.topicCounter(msg.Topic).Inc()
+		m.unacked.WithLabelValues(k.group).Inc()
+	}
+	ev := Event{
+		Data:     msg.Value,
+		Position: KafkaPosition(msg.Topic, msg.Partition, msg.Offset),
+		Meta:     meta,
+	}
+	ack := func(err error) {
+		failed := ackFailed(err)
+		if !k.tracker.ack(token, failed) {
+			k.log.Error("kafka event acknowledged twice", "topic", msg.Topic, "partition", msg.Partition, "offset", msg.Offset)
+			return
+		}
+		<-k.sem
+		if m := k.metrics; m != nil {
+			m.unacked.WithLabelValues(k.group).Dec()
+			if failed {
+				m.ackErrors.WithLabelValues(k.group, msg.Topic).Inc()
+			}
+		}
+		if failed {
+			k.log.Warn("kafka event not delivered, its offset will not be committed", "topic", msg.Topic, "partition", msg.Partition, "offset", msg.Offset, "err", err)
+		}
+	}
+	return ev, ack, nil
+}
+
+func (k *Kafka) topicCounter(topic string) prometheus.Counter {
+	k.counterMu.Lock()
+	defer k.counterMu.Unlock()
+	c, ok := k.counters[topic]
+	if !ok {
+		c = k.metrics.messages.WithLabelValues(k.group, topic)
+		k.counters[topic] = c
+	}
+	return c
+}
+
+// loop commits every commit interval and refreshes the lag metric, until
+// ctx ends.
+func (k *Kafka) loop(ctx context.Context) {
+	defer close(k.loopDone)
+	commits := time.NewTicker(k.commitInterval)
+	defer commits.Stop()
+	var lagTick <-chan time.Time
+	if k.lagClient != nil {
+		t := time.NewTicker(k.lagInterval)
+		defer t.Stop()
+		lagTick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-commits.C:
+			cctx, cancel := context.WithTimeout(ctx, k.commitTimeout)
+			if err := k.commit(cctx); err != nil && ctx.Err() == nil {
+				k.log.Warn("kafka commit failed, retrying at the next interval", "err", err)
+			}
+			cancel()
+		case <-lagTick:
+			k.refreshLag(ctx)
+		}
+	}
+}
+
+// commit commits, for every partition, the offset below which every fetched
+// event is acknowledged, when it moved since the last commit.
+func (k *Kafka) commit(ctx context.Context) error {
+	k.commitMu.Lock()
+	defer k.commitMu.Unlock()
+	points := k.tracker.toCommit()
+	if len(points) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, len(points))
+	for i, p := range points {
+		// kafka-go commits a message's offset + 1: the next one to read.
+		msgs[i] = kafka.Message{Topic: p.topic, Partition: p.partition, Offset: p.next - 1}
+	}
+	if err := k.reader.CommitMessages(ctx, msgs...); err != nil {
+		if m := k.metrics; m != nil {
+			m.commitErrors.WithLabelValues(k.group).Inc()
+		}
+		return fmt.Errorf("committing offsets of %d partitions for group %s: %w", len(points), k.group, err)
+	}
+	k.tracker.committed(points)
+	if m := k.metrics; m != nil {
+		m.commits.WithLabelValues(k.group).Inc()
+		k.updateGauges()
+	}
+	if k.log.Enabled(ctx, slog.LevelDebug) {
+		for _, p := range points {
+			k.log.Debug("kafka offsets committed", "topic", p.topic, "partition", p.partition, "offset", p.next)
+		}
+	}
+	return nil
+}
+
+// updateGauges sets the committed offset and lag of every partition seen.
+func (k *Kafka) updateGauges() {
+	m := k.metrics
+	for _, s := range k.tracker.snapshot() {
+		partition := strconv.Itoa(s.partition)
+		if s.committed >= 0 {
+			m.committed.WithLabelValues(k.group, s.topic, partition).Set(float64(s.committed))
+		}
+		base := s.committed
+		if base < 0 {
+			base = s.safeNext
+		}
+		if s.highWatermark >= 0 && base >= 0 {
+			m.lag.WithLabelValues(k.group, s.topic, partition).Set(float64(max(s.highWatermark-base, 0)))
+		}
+	}
+}
+
+// refreshLag asks the brokers for the end offset of every partition seen, so
+// that the lag metric grows while fetching is paused.
+func (k *Kafka) refreshLag(ctx context.Context) {
+	snap := k.tracker.snapshot()
+	if len(snap) == 0 {
+		return
+	}
+	topics := make(map[string][]kafka.OffsetRequest)
+	for _, s := range snap {
+		topics[s.topic] = append(topics[s.topic], kafka.LastOffsetOf(s.partition))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := k.lagClient.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: topics})
+	if err != nil {
+		k.log.Debug("kafka end offsets for lag unavailable", "err", err)
+		return
+	}
+	for topic, parts := range resp.Topics {
+		for _, p := range parts {
+			if p.Error == nil && p.LastOffset >= 0 {
+				k.tracker.observeHighWatermark(topic, p.Partition, p.LastOffset)
+			}
+		}
+	}
+	k.updateGauges()
+}
+
+// Close stops fetching, commits what is acknowledged, leaves the group and
+// closes the connections, all within ctx. Events acknowledged after Close
+// are not committed: they come again after a restart. Close may be called
+// more than once.
+func (k *Kafka) Close(ctx context.Context) error {
+	k.closeOnce.Do(func() {
+		close(k.closing)
+		k.loopStop()
+		<-k.loopDone
+		var errs []error
+		if err := k.commit(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("final commit: %w", err))
+		}
+		done := make(chan error, 1)
+		go func() { done <- k.reader.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("closing kafka reader of group %s: %w", k.group, err))
+			}
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("closing kafka reader of group %s: %w", k.group, ctx.Err()))
+		}
+		if k.transport != nil {
+			k.transport.CloseIdleConnections()
+		}
+		k.closeErr = errors.Join(errs...)
+	})
+	return k.closeErr
+}
+
+// kafkaLogger adapts slog to kafka-go's printf logger: a constant message,
+// kafka-go's text as an attribute.
+func kafkaLogger(log *slog.Logger, level slog.Level, group string) kafka.Logger {
+	return kafka.LoggerFunc(func(format string, args ...any) {
+		ctx := context.Background()
+		if !log.Enabled(ctx, level) {
+			return
+		}
+		log.Log(ctx, level, "kafka client", "group", group, "detail", strings.TrimSpace(fmt.Sprintf(format, args...)))
+	})
+}
+
+// kafkaTLS builds the TLS settings for the brokers, or nil when TLS is off.
+// Certificates are verified unless InsecureSkipVerify is set.
+func kafkaTLS(c TLSConfig) (*tls.Config, error) {
+	if !c.Enabled {
+		return nil, nil
+	}
+	conf := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         c.ServerName,
+		InsecureSkipVerify: c.InsecureSkipVerify, //nolint:gosec // only when the config says so explicitly
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificate found", c.CAFile)
+		}
+		conf.RootCAs = pool
+	}
+	if c.CertFile != "" || c.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading cert_file %s and key_file %s: %w", c.CertFile, c.KeyFile, err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
+}
+
+// kafkaSASL builds the SASL mechanism, or nil when SASL is off. A password
+// given only as PasswordFile is read here.
+func kafkaSASL(c SASLConfig) (sasl.Mechanism, error) {
+	if c.Mechanism == "" {
+		return nil, nil
+	}
+	password := c.Password.Reveal()
+	if password == "" && c.PasswordFile != "" {
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading password_file: %w", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	switch c.Mechanism {
+	case SASLPlain:
+		return plain.Mechanism{Username: c.Username, Password: password}, nil
+	case SASLSCRAMSHA256, SASLSCRAMSHA512:
+		algo := scram.SHA256
+		if c.Mechanism == SASLSCRAMSHA512 {
+			algo = scram.SHA512
+		}
+		m, err := scram.Mechanism(algo, c.Username, password)
+		if err != nil {
+			// The error can quote the credentials' normalisation; keep it out.
+			return nil, fmt.Errorf("mechanism %s: username or password not usable with SCRAM", c.Mechanism)
+		}
+		return m, nil
+	default:
+		return nil, fmt.Errorf("mechanism: unsupported %q", c.Mechanism)
+	}
+}
+
+// KafkaMetrics are the Kafka source's Prometheus metrics. Labels: group (the
+// consumer group), topic, partition.
+type KafkaMetrics struct {
+	messages     *prometheus.CounterVec
+	ackErrors    *prometheus.CounterVec
+	fetchErrors  *prometheus.CounterVec
+	commits      *prometheus.CounterVec
+	commitErrors *prometheus.CounterVec
+	unacked      *prometheus.GaugeVec
+	committed    *prometheus.GaugeVec
+	lag          *prometheus.GaugeVec
+}
+
+// NewKafkaMetrics creates the Kafka source metrics and registers them on
+// reg (nil: not registered). One KafkaMetrics serves every Kafka source of
+// a process.
+func NewKafkaMetrics(reg prometheus.Registerer) *KafkaMetrics {
+	m := &KafkaMetrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_kafka_messages_total",
+			Help: "Records fetched from Kafka.",
+		}, []string{"group", "topic"}),
+		ackErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_kafka_ack_errors_total",
+			Help: "Records acknowledged as not delivered; their offsets are not committed and they come again after a restart.",
+		}, []string{"group", "topic"}),
+		fetchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_kafka_fetch_errors_total",
+			Help: "Errors returned by fetches (retried).",
+		}, []string{"group"}),
+		commits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_kafka_commits_total",
+			Help: "Successful offset commits.",
+		}, []string{"group"}),
+		commitErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_kafka_commit_errors_total",
+			Help: "Failed offset commits (retried at the next interval).",
+		}, []string{"group"}),
+		unacked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushd_kafka_unacked_messages",
+			Help: "Records read but not yet acknowledged.",
+		}, []string{"group"}),
+		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushd_kafka_committed_offset",
+			Help: "Last offset committed by this process (the next to read), per partition.",
+		}, []string{"group", "topic", "partition"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushd_kafka_lag_messages",
+			Help: "Records in the partition after the committed offset (end offset minus committed offset), per partition seen by this process.",
+		}, []string{"group", "topic", "partition"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.messages, m.ackErrors, m.fetchErrors, m.commits, m.commitErrors, m.unacked, m.committed, m.lag)
+	}
+	return m
+}
