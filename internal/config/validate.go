@@ -1,0 +1,160 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/pushd/pushd/internal/pushapi"
+	"github.com/pushd/pushd/internal/source"
+)
+
+// pipelineName is the pattern of pipelines[].name.
+var pipelineName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+
+// validate checks every section of c and the rules that span sections.
+// Problems carry paths only; the caller finds their lines.
+func validate(c *Config) []Problem {
+	var out []Problem
+	add := func(path, format string, args ...any) {
+		out = append(out, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	section := func(prefix string, typ reflect.Type, err error) {
+		out = append(out, sectionProblems(prefix, typ, err)...)
+	}
+
+	section("powerbi", reflect.TypeOf(c.PowerBI), validatePowerBI(c.PowerBI, c.Emulator.Embedded))
+
+	if c.Metrics.Enabled {
+		if err := checkListen(c.Metrics.Listen); err != nil {
+			add("metrics.listen", "%v", err)
+		}
+		switch {
+		case !strings.HasPrefix(c.Metrics.Path, "/"):
+			add("metrics.path", "must start with /, got %q", c.Metrics.Path)
+		case c.Metrics.Path == "/healthz" || c.Metrics.Path == "/readyz":
+			add("metrics.path", "%s is the health endpoint; choose another path", c.Metrics.Path)
+		}
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		add("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.ShutdownTimeout <= 0 {
+		add("shutdown_timeout", "must be a positive duration, got %s", c.ShutdownTimeout)
+	}
+
+	if len(c.Pipelines) == 0 {
+		add("pipelines", "required: at least one pipeline")
+	}
+	names := make(map[string]int)
+	deadLetters := make(map[string]int)
+	listeners := make(map[string]string)
+	if c.Metrics.Enabled {
+		listeners[c.Metrics.Listen] = "metrics.listen"
+	}
+	stdin := -1
+	datasets := make(map[string]int)
+	for i, p := range c.Pipelines {
+		at := fmt.Sprintf("pipelines[%d]", i)
+		switch {
+		case p.Name == "":
+			add(at+".name", "required")
+		case !pipelineName.MatchString(p.Name):
+			add(at+".name", "must match %s (lower-case letters, digits, _ and -), got %q", pipelineName, p.Name)
+		default:
+			if j, dup := names[p.Name]; dup {
+				add(at+".name", "%q is already the name of pipelines[%d]", p.Name, j)
+			} else {
+				names[p.Name] = i
+			}
+		}
+
+		section(at+".source", reflect.TypeOf(p.Source), p.Source.Validate())
+		switch p.Source.Type {
+		case source.TypeStdin:
+			if stdin >= 0 {
+				add(at+".source.type", "pipelines[%d] already reads stdin; only one pipeline can", stdin)
+			} else {
+				stdin = i
+			}
+		case source.TypeHTTP:
+			if addr := p.Source.HTTP.Listen; !strings.HasSuffix(addr, ":0") {
+				if other, dup := listeners[addr]; dup {
+					add(at+".source.http.listen", "%s is already used by %s", addr, other)
+				} else {
+					listeners[addr] = at + ".source.http.listen"
+				}
+			}
+		}
+
+		section(at+".target", reflect.TypeOf(p.Target), validateTarget(p.Target, c.PowerBI.Auth.Method))
+		if v, ok := any(p.Schema).(interface{ Validate() error }); ok {
+			section(at+".schema", reflect.TypeOf(p.Schema), v.Validate())
+		}
+		section(at+".batch", reflect.TypeOf(p.Batch), validateBatch(p.Batch))
+		section(at+".limits", reflect.TypeOf(p.Limits), validateLimits(p.Limits))
+
+		// The quotas are per dataset: pipelines sharing one must agree.
+		if key := datasetKey(p.Target); key != "" {
+			if j, seen := datasets[key]; seen {
+				if c.Pipelines[j].Limits != p.Limits {
+					add(at+".limits", "differ from pipelines[%d].limits, which targets the same dataset (its quotas are shared): make them equal", j)
+				}
+			} else {
+				datasets[key] = i
+			}
+		}
+
+		if p.DeadLetter.Path != "" {
+			if j, dup := deadLetters[p.DeadLetter.Path]; dup {
+				add(at+".dead_letter.path", "%q is already the dead letter of pipelines[%d]", p.DeadLetter.Path, j)
+			} else {
+				deadLetters[p.DeadLetter.Path] = i
+			}
+		}
+		if p.MaxUnackedEvents < 1 {
+			add(at+".max_unacked_events", "must be at least 1, got %d", p.MaxUnackedEvents)
+		}
+		if p.Provision.Retention != RetentionBasicFIFO && p.Provision.Retention != RetentionNone {
+			add(at+".provision.retention", "must be basicFIFO or None, got %q", p.Provision.Retention)
+		}
+		if p.Provision.Mode != ModePush && p.Provision.Mode != ModePushStreaming {
+			add(at+".provision.mode", "must be Push or PushStreaming, got %q", p.Provision.Mode)
+		}
+		if p.Provision.Create && p.Target.DatasetName == "" {
+			add(at+".provision.create", "needs target.dataset_name: a dataset is created by name")
+		}
+	}
+	return out
+}
+
+// datasetKey identifies the dataset a target writes to.
+func datasetKey(t pushapi.Target) string {
+	switch {
+	case t.DatasetID != "":
+		return t.WorkspaceID + "/id/" + strings.ToLower(t.DatasetID)
+	case t.DatasetName != "":
+		return t.WorkspaceID + "/name/" + t.DatasetName
+	}
+	return ""
+}
+
+// checkListen reports whether addr is host:port to listen on.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("must be host:port such as 127.0.0.1:9464, got %q", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port must be a number 0..65535, got %q", addr)
+	}
+	return nil
+}
