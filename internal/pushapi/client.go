@@ -1,0 +1,366 @@
+package pushapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const opPostRows = "PostRows"
+
+// ClientOptions are a Client's optional collaborators.
+type ClientOptions struct {
+	// Logger receives retry and quota events (nil: discarded).
+	Logger *slog.Logger
+	// Metrics records requests, retries and quotas (nil: none).
+	Metrics *Metrics
+	// Clock is the time source for limiter waits, backoff and Retry-After
+	// (nil: the time package, which testing/synctest controls).
+	Clock Clock
+}
+
+// Client talks to the Power BI REST API. It is safe for concurrent use; its
+// limiters are per dataset and shared by every caller.
+type Client struct {
+	api     string
+	tokens  TokenProvider
+	http    *http.Client
+	retry   RetryConfig
+	timeout time.Duration
+	logger  *slog.Logger
+	metrics *Metrics
+	clock   Clock
+	// jitter returns a random duration in [0, d]; tests replace it.
+	jitter func(d time.Duration) time.Duration
+
+	mu       sync.Mutex
+	limits   map[string]Limits
+	datasets map[string]*datasetLimiter
+}
+
+var _ Sender = (*Client)(nil)
+
+// NewClient returns a client for cfg's API base. httpClient nil means
+// NewHTTPClient(cfg).
+func NewClient(cfg Config, tokens TokenProvider, httpClient *http.Client, opts ClientOptions) (*Client, error) {
+	if tokens == nil {
+		return nil, errors.New("pushapi.NewClient: nil TokenProvider")
+	}
+	ep, err := cfg.Endpoints()
+	if err != nil {
+		return nil, err
+	}
+	if httpClient == nil {
+		if httpClient, err = NewHTTPClient(cfg); err != nil {
+			return nil, err
+		}
+	}
+	c := &Client{
+		api:      ep.APIBase,
+		tokens:   tokens,
+		http:     httpClient,
+		retry:    cfg.Retry.WithDefaults(),
+		timeout:  cfg.Timeout,
+		logger:   opts.Logger,
+		metrics:  opts.Metrics,
+		clock:    opts.Clock,
+		jitter:   func(d time.Duration) time.Duration { return rand.N(d + 1) },
+		limits:   make(map[string]Limits),
+		datasets: make(map[string]*datasetLimiter),
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	if c.clock == nil {
+		c.clock = realClock{}
+	}
+	return c, nil
+}
+
+// SetLimits sets the quotas of a dataset (zero fields take Power BI's
+// defaults, see Limits). Call it before the first PostRows to that dataset;
+// a later call starts a fresh limiter (requests already waiting finish
+// under the old one). Datasets without SetLimits get the defaults.
+func (c *Client) SetLimits(datasetID string, l Limits) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.limits[datasetID] = l
+	if _, ok := c.datasets[datasetID]; ok {
+		c.datasets[datasetID] = newDatasetLimiter(datasetID, l, c.clock.Now())
+	}
+}
+
+func (c *Client) limiter(datasetID string) *datasetLimiter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.datasets[datasetID]
+	if !ok {
+		d = newDatasetLimiter(datasetID, c.limits[datasetID], c.clock.Now())
+		c.datasets[datasetID] = d
+	}
+	return d
+}
+
+// PostRows posts already-encoded rows (each one JSON object) to t's table
+// as {"rows":[...]}, waiting for the dataset's quotas first.
+//
+// Contract: PostRows retries what can succeed later (429 after its
+// Retry-After, which also pauses every request to the dataset; 5xx; 408;
+// timeouts; refused, reset or cut connections) with capped exponential
+// backoff and full jitter, and renews the token once on a 401 or a 403
+// TokenExpired. It returns nil when Power BI accepted every row, an error
+// wrapping ctx's error when ctx ended first (the rows may or may not have
+// landed: at least once), or a permanent error (IsPermanent): an *APIError,
+// or ErrRetriesExhausted once RetryConfig.MaxElapsed has passed. It never
+// splits a batch: when IsRowError(err), the caller splits it to isolate the
+// rows Power BI refuses. rows should hold at most MaxRowsPerRequest rows.
+func (c *Client) PostRows(ctx context.Context, t Target, rows []json.RawMessage) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	if t.DatasetID == "" || t.Table == "" {
+		return &permanentError{fmt.Errorf("posting rows: target needs dataset_id and table, got %+v", t)}
+	}
+	lim := c.limiter(t.DatasetID)
+	c.metrics.batch(t.DatasetID, t.Table, len(rows))
+	cl := &call{
+		op:      opPostRows,
+		method:  http.MethodPost,
+		url:     c.tableURL(t.WorkspaceID, t.DatasetID, t.Table) + "/rows",
+		body:    encodeRows(rows),
+		dataset: t.DatasetID,
+		table:   t.Table,
+		limiter: lim,
+		rows:    len(rows),
+	}
+	if err := c.do(ctx, cl); err != nil {
+		return fmt.Errorf("posting %d rows to table %q of dataset %s: %w", len(rows), t.Table, t.DatasetID, err)
+	}
+	c.metrics.accepted(t.DatasetID, t.Table, len(rows))
+	if lim.addRows(t.Table, len(rows), c.clock.Now()) {
+		c.logger.Warn("table reached the large-table row count; dataset limited to its hourly request quota",
+			"dataset", t.DatasetID, "table", t.Table, "rows", lim.limits.LargeTableRows,
+			"requests_per_hour", lim.limits.LargeTableRequestsPerHour)
+	}
+	return nil
+}
+
+// encodeRows builds {"rows":[r1,r2,...]} from encoded rows without decoding
+// them.
+func encodeRows(rows []json.RawMessage) []byte {
+	n := len(`{"rows":[]}`) + len(rows)
+	for _, r := range rows {
+		n += len(r)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"rows":[`...)
+	for i, r := range rows {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, r...)
+	}
+	return append(b, "]}"...)
+}
+
+func (c *Client) datasetsURL(workspaceID string) string {
+	if workspaceID == "" {
+		return c.api + "/v1.0/myorg/datasets"
+	}
+	return c.api + "/v1.0/myorg/groups/" + url.PathEscape(workspaceID) + "/datasets"
+}
+
+func (c *Client) datasetURL(workspaceID, datasetID string) string {
+	return c.datasetsURL(workspaceID) + "/" + url.PathEscape(datasetID)
+}
+
+func (c *Client) tableURL(workspaceID, datasetID, table string) string {
+	return c.datasetURL(workspaceID, datasetID) + "/tables/" + url.PathEscape(table)
+}
+
+// call is one API operation, possibly sent several times.
+type call struct {
+	op, method, url string
+	body            []byte
+	dataset, table  string
+	limiter         *datasetLimiter // PostRows only
+	rows            int
+	out             any // decoded from a successful response's JSON body
+}
+
+// outcome is the result of one attempt.
+type outcome struct {
+	err        error
+	retryable  bool
+	retryAfter time.Duration // from the Retry-After header, capped
+	throttled  bool          // 429
+	authRetry  bool          // 401 or 403 TokenExpired
+	token      string
+}
+
+// do sends cl until it succeeds, fails permanently, runs out of retry
+// budget or ctx ends.
+func (c *Client) do(ctx context.Context, cl *call) error {
+	start := c.clock.Now()
+	renewed := false
+	for attempt := 1; ; attempt++ {
+		o := c.attempt(ctx, cl)
+		if o.err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last attempt: %v)", context.Cause(ctx), o.err)
+		}
+		if o.authRetry {
+			if renewed {
+				return o.err
+			}
+			renewed = true
+			c.tokens.Invalidate(o.token)
+			c.metrics.retry(cl.dataset, cl.table)
+			c.logger.Info("token refused; renewing it and retrying once",
+				"dataset", cl.dataset, "table", cl.table, "attempt", attempt, "err", o.err)
+			continue
+		}
+		if !o.retryable {
+			return o.err
+		}
+		delay := max(c.backoff(attempt), o.retryAfter)
+		now := c.clock.Now()
+		if o.throttled {
+			if cl.limiter != nil {
+				cl.limiter.pause(now.Add(delay))
+			}
+			c.metrics.throttle(cl.dataset, cl.table, delay)
+		}
+		if c.retry.MaxElapsed > 0 && now.Add(delay).Sub(start) > c.retry.MaxElapsed {
+			return fmt.Errorf("%w: %d attempts in %s: %w", ErrRetriesExhausted, attempt, now.Sub(start).Round(time.Millisecond), o.err)
+		}
+		c.metrics.retry(cl.dataset, cl.table)
+		c.logger.Warn("request failed; retrying", "op", cl.op, "dataset", cl.dataset, "table", cl.table,
+			"attempt", attempt, "retry_after", delay, "err", o.err)
+		if err := c.clock.Sleep(ctx, delay); err != nil {
+			return fmt.Errorf("%w (last attempt: %v)", err, o.err)
+		}
+	}
+}
+
+// backoff is the capped exponential backoff of an attempt, with full jitter.
+func (c *Client) backoff(attempt int) time.Duration {
+	d := c.retry.InitialBackoff
+	for i := 1; i < attempt && d < c.retry.MaxBackoff; i++ {
+		d *= 2
+	}
+	return c.jitter(min(d, c.retry.MaxBackoff))
+}
+
+func (c *Client) attempt(ctx context.Context, cl *call) outcome {
+	token, err := c.tokens.Token(ctx)
+	if err != nil {
+		// Tokens failing is an outage or a configuration problem, never a
+		// property of the rows: retry (bounded by MaxElapsed) rather than
+		// dead-letter data.
+		return outcome{err: err, retryable: ctx.Err() == nil}
+	}
+	if cl.limiter != nil {
+		release, err := cl.limiter.acquire(ctx, c.clock, cl.rows, c.metrics)
+		if err != nil {
+			return outcome{err: fmt.Errorf("waiting for the dataset's quota: %w", err)}
+		}
+		defer release()
+	}
+	actx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
+	}
+	req, err := http.NewRequestWithContext(actx, cl.method, cl.url, body)
+	if err != nil {
+		return outcome{err: &permanentError{fmt.Errorf("building %s request: %w", cl.op, err)}}
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "application/json")
+	if cl.body != nil {
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	}
+	sent := c.clock.Now()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.metrics.request(cl.dataset, cl.table, 0, 0)
+		if isPermanentTransportError(err) {
+			return outcome{err: &permanentError{err}}
+		}
+		return outcome{err: err, retryable: true}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		var rerr error
+		if cl.out != nil {
+			rerr = json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(cl.out)
+			if errors.Is(rerr, io.EOF) {
+				rerr = nil // empty body: nothing to decode
+			}
+		}
+		if rerr == nil {
+			_, rerr = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		}
+		c.metrics.request(cl.dataset, cl.table, resp.StatusCode, c.clock.Now().Sub(sent))
+		if rerr != nil {
+			// The answer was cut: the rows probably landed, but only a
+			// retry can tell (and may duplicate them: at least once).
+			return outcome{err: fmt.Errorf("reading %s response: %w", cl.op, rerr), retryable: true}
+		}
+		return outcome{}
+	}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	c.metrics.request(cl.dataset, cl.table, resp.StatusCode, c.clock.Now().Sub(sent))
+	ae := newAPIError(cl.op, resp.StatusCode, resp.Header, data)
+	o := outcome{err: ae, token: token}
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized,
+		resp.StatusCode == http.StatusForbidden && ae.Code == "TokenExpired":
+		o.authRetry = true
+	case retryableStatus(resp.StatusCode):
+		o.retryable = true
+		o.throttled = resp.StatusCode == http.StatusTooManyRequests
+		o.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.clock.Now(), c.retry.MaxRetryAfter)
+	}
+	return o
+}
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+// It returns 0 when absent or unparseable, and at most limit.
+func parseRetryAfter(v string, now time.Time, limit time.Duration) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseFloat(v, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		if secs > limit.Seconds() {
+			return limit
+		}
+		d = time.Duration(secs * float64(time.Second))
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), limit)
+}
