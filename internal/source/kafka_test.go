@@ -347,7 +347,7 @@ func TestKafkaGroupMembersSharePartitions(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
-	seen := map[string]int{}            // position -> deliveries
+	seen := map[string]int{}           // position -> deliveries
 	byMember := []map[int]bool{{}, {}} // partitions each member read from
 	var wg sync.WaitGroup
 	for i, m := range members {
