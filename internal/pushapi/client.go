@@ -100,7 +100,7 @@ func (c *Client) SetLimits(datasetID string, l Limits) {
 	defer c.mu.Unlock()
 	c.limits[datasetID] = l
 	if _, ok := c.datasets[datasetID]; ok {
-		c.datasets[datasetID] = newDatasetLimiter(datasetID, l, c.clock.Now())
+		c.datasets[datasetID] = newDatasetLimiter(datasetID, l)
 	}
 }
 
@@ -109,7 +109,7 @@ func (c *Client) limiter(datasetID string) *datasetLimiter {
 	defer c.mu.Unlock()
 	d, ok := c.datasets[datasetID]
 	if !ok {
-		d = newDatasetLimiter(datasetID, c.limits[datasetID], c.clock.Now())
+		d = newDatasetLimiter(datasetID, c.limits[datasetID])
 		c.datasets[datasetID] = d
 	}
 	return d
@@ -151,11 +151,6 @@ func (c *Client) PostRows(ctx context.Context, t Target, rows []json.RawMessage)
 		return fmt.Errorf("posting %d rows to table %q of dataset %s: %w", len(rows), t.Table, t.DatasetID, err)
 	}
 	c.metrics.accepted(t.DatasetID, t.Table, len(rows))
-	if lim.addRows(t.Table, len(rows), c.clock.Now()) {
-		c.logger.Warn("table reached the large-table row count; dataset limited to its hourly request quota",
-			"dataset", t.DatasetID, "table", t.Table, "rows", lim.limits.LargeTableRows,
-			"requests_per_hour", lim.limits.LargeTableRequestsPerHour)
-	}
 	return nil
 }
 
@@ -277,7 +272,7 @@ func (c *Client) attempt(ctx context.Context, cl *call) outcome {
 		return outcome{err: err, retryable: ctx.Err() == nil}
 	}
 	if cl.limiter != nil {
-		release, err := cl.limiter.acquire(ctx, c.clock, cl.rows, c.metrics)
+		release, err := cl.limiter.acquire(ctx, c.clock, cl.table, cl.rows, c.metrics)
 		if err != nil {
 			return outcome{err: fmt.Errorf("waiting for the dataset's quota: %w", err)}
 		}
@@ -318,6 +313,11 @@ func (c *Client) attempt(ctx context.Context, cl *call) outcome {
 		}
 		if rerr == nil {
 			_, rerr = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		}
+		if rerr == nil && cl.limiter != nil && cl.rows > 0 && cl.limiter.addRows(cl.table, cl.rows) {
+			c.logger.Warn("table reached the large-table row count; dataset limited to its hourly request quota",
+				"dataset", cl.dataset, "table", cl.table, "rows", cl.limiter.limits.LargeTableRows,
+				"requests_per_hour", cl.limiter.limits.LargeTableRequestsPerHour)
 		}
 		c.metrics.request(cl.dataset, cl.table, resp.StatusCode, c.clock.Now().Sub(sent))
 		if rerr != nil {

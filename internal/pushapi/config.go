@@ -66,9 +66,20 @@ type Limits struct {
 	// LargeTableRows is the row count from which LargeTableRequestsPerHour
 	// applies (250,000), counted from rows pushd posted plus
 	// InitialTableRows.
+	// A negative LargeTableRows turns the rule off (basicFIFO datasets,
+	// whose tables never hold more than 210,000 rows).
 	LargeTableRows            int `yaml:"large_table_rows"`              // 250,000
 	LargeTableRequestsPerHour int `yaml:"large_table_requests_per_hour"` // 120
 	// InitialTableRows is how many rows the table holds when pushd starts
 	// (Power BI does not say; 0 by default). Irrelevant for basicFIFO tables.
 	InitialTableRows int `yaml:"initial_table_rows"`
+
+	// The windows the quotas above are counted over, Power BI's by default;
+	// shorter windows let tests run a scaled-down quota (e.g. 10 requests
+	// per 2s against the emulator). RequestsPerMinute is then per
+	// RequestWindow, RowsPerHour per RowsWindow, LargeTableRequestsPerHour
+	// per LargeTableWindow.
+	RequestWindow    time.Duration `yaml:"request_window"`     // 1m
+	RowsWindow       time.Duration `yaml:"rows_window"`        // 1h
+	LargeTableWindow time.Duration `yaml:"large_table_window"` // 1h
 }

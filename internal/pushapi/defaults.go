@@ -40,6 +40,9 @@ func DefaultLimits() Limits {
 		MaxInFlight:               DefaultMaxInFlight,
 		LargeTableRows:            DefaultLargeTableRows,
 		LargeTableRequestsPerHour: DefaultLargeTableRequestsPerHour,
+		RequestWindow:             time.Minute,
+		RowsWindow:                time.Hour,
+		LargeTableWindow:          time.Hour,
 	}
 }
 
@@ -63,6 +66,15 @@ func (l Limits) WithDefaults() Limits {
 	if l.LargeTableRequestsPerHour == 0 {
 		l.LargeTableRequestsPerHour = d.LargeTableRequestsPerHour
 	}
+	if l.RequestWindow <= 0 {
+		l.RequestWindow = d.RequestWindow
+	}
+	if l.RowsWindow <= 0 {
+		l.RowsWindow = d.RowsWindow
+	}
+	if l.LargeTableWindow <= 0 {
+		l.LargeTableWindow = d.LargeTableWindow
+	}
 	return l
 }
 
@@ -80,6 +92,9 @@ func (l Limits) Validate() error {
 	}
 	if l.LargeTableRequestsPerHour < 0 {
 		errs = append(errs, fmt.Errorf("large_table_requests_per_hour: must be positive, got %d", l.LargeTableRequestsPerHour))
+	}
+	if l.RequestWindow < 0 || l.RowsWindow < 0 || l.LargeTableWindow < 0 {
+		errs = append(errs, errors.New("request_window, rows_window, large_table_window: must not be negative"))
 	}
 	if l.InitialTableRows < 0 {
 		errs = append(errs, fmt.Errorf("initial_table_rows: must not be negative, got %d", l.InitialTableRows))

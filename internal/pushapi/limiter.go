@@ -70,6 +70,13 @@ func rowsBurst(rowsPerHour int) int {
 // the time the request goes out, which is what makes windowLimiter's bound
 // hold for what Power BI sees (up to network jitter smaller than the gap
 // between two requests).
+//
+// The large-table rule is kept with a log of the last
+// LargeTableRequestsPerHour send times rather than a bucket: the hourly
+// quota starts in the middle of a stream, and the requests sent before it
+// applies still count in Power BI's window (and in the emulator's), which a
+// bucket cannot remember. Once the rule is in force a request waits until
+// the oldest logged send has left the window.
 type datasetLimiter struct {
 	id       string
 	limits   Limits
@@ -78,40 +85,65 @@ type datasetLimiter struct {
 	burst    int // rows bucket size
 
 	mu          sync.Mutex
-	requests    *rate.Limiter // per minute, or per hour once a table is large
+	requests    *rate.Limiter
 	rows        *rate.Limiter
-	large       bool
+	sends       []time.Time // ring of the last LargeTableRequestsPerHour send times
+	next        int         // ring position of the oldest send once full
+	large       bool        // a table reached LargeTableRows (sticky)
 	pausedUntil time.Time
-	tableRows   map[string]int64
+	posted      map[string]int64 // rows accepted per table, since start or DeleteRows
+	pending     map[string]int64 // rows in flight per table
 }
 
-func newDatasetLimiter(id string, l Limits, now time.Time) *datasetLimiter {
+func newDatasetLimiter(id string, l Limits) *datasetLimiter {
 	l = l.WithDefaults()
 	d := &datasetLimiter{
-		id:        id,
-		limits:    l,
-		inFlight:  make(chan struct{}, l.MaxInFlight),
-		gate:      make(chan struct{}, 1),
-		burst:     rowsBurst(l.RowsPerHour),
-		requests:  windowLimiter(l.RequestsPerMinute, 1, time.Minute),
-		tableRows: make(map[string]int64),
+		id:       id,
+		limits:   l,
+		inFlight: make(chan struct{}, l.MaxInFlight),
+		gate:     make(chan struct{}, 1),
+		burst:    rowsBurst(l.RowsPerHour),
+		requests: windowLimiter(l.RequestsPerMinute, 1, l.RequestWindow),
+		sends:    make([]time.Time, 0, l.LargeTableRequestsPerHour),
+		posted:   make(map[string]int64),
+		pending:  make(map[string]int64),
 	}
-	d.rows = windowLimiter(l.RowsPerHour, d.burst, time.Hour)
-	if l.LargeTableRows >= 0 && l.InitialTableRows >= l.LargeTableRows {
-		d.enterLargeLocked(now)
-	}
+	d.rows = windowLimiter(l.RowsPerHour, d.burst, l.RowsWindow)
 	return d
 }
 
-// enterLargeLocked switches the request bucket to the hourly quota. The new
-// bucket starts empty: requests sent in the last hour count against it.
-func (d *datasetLimiter) enterLargeLocked(now time.Time) {
-	d.large = true
-	d.requests = windowLimiter(d.limits.LargeTableRequestsPerHour, 1, time.Hour)
-	d.requests.AllowN(now, 1)
+// largeLocked reports whether a request to table falls under the
+// large-table rule: some table already reached LargeTableRows, or this one
+// will have once the rows in flight to it land.
+func (d *datasetLimiter) largeLocked(table string) bool {
+	if d.limits.LargeTableRows < 0 {
+		return false
+	}
+	if d.large {
+		return true
+	}
+	return d.posted[table]+d.pending[table]+int64(d.limits.InitialTableRows) >= int64(d.limits.LargeTableRows)
 }
 
-// isLarge reports whether the 250,000-row rule is in force.
+// largeDelayLocked is how long until one more request fits the large-table
+// window.
+func (d *datasetLimiter) largeDelayLocked(now time.Time) time.Duration {
+	if len(d.sends) < cap(d.sends) {
+		return 0
+	}
+	return d.sends[d.next].Add(d.limits.LargeTableWindow).Sub(now)
+}
+
+func (d *datasetLimiter) logSendLocked(now time.Time) {
+	if len(d.sends) < cap(d.sends) {
+		d.sends = append(d.sends, now)
+		return
+	}
+	d.sends[d.next] = now
+	d.next = (d.next + 1) % len(d.sends)
+}
+
+// isLarge reports whether the 250,000-row rule is in force for the dataset.
 func (d *datasetLimiter) isLarge() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -119,10 +151,12 @@ func (d *datasetLimiter) isLarge() bool {
 }
 
 // acquire waits, in ctx, for an in-flight slot, the end of any pause, one
-// request token and the batch's row tokens, then takes them. release gives
-// the in-flight slot back. A batch larger than the row bucket takes the whole
-// bucket (it must not wait forever).
-func (d *datasetLimiter) acquire(ctx context.Context, clock Clock, rows int, m *Metrics) (release func(), err error) {
+// request token, the batch's row tokens and (under the large-table rule)
+// room in the hourly window, then takes them. release gives the in-flight
+// slot back; call addRows before it when the rows were accepted. A batch
+// larger than the row bucket takes the whole bucket (it must not wait
+// forever).
+func (d *datasetLimiter) acquire(ctx context.Context, clock Clock, table string, rows int, m *Metrics) (release func(), err error) {
 	start := clock.Now()
 	select {
 	case d.inFlight <- struct{}{}:
@@ -141,26 +175,31 @@ func (d *datasetLimiter) acquire(ctx context.Context, clock Clock, rows int, m *
 		now := clock.Now()
 		d.mu.Lock()
 		wait := d.pausedUntil.Sub(now)
-		req, rl := d.requests, d.rows
-		d.mu.Unlock()
 		if wait <= 0 {
-			wait = max(tokenDelay(req, 1, now), tokenDelay(rl, n, now))
-			if wait <= 0 && req.AllowN(now, 1) {
-				if rl.AllowN(now, n) {
-					m.quota(d.id, req.TokensAt(now), rl.TokensAt(now))
-					m.waited(d.id, now.Sub(start))
-					m.inFlightAdd(d.id, 1)
-					return func() {
-						m.inFlightAdd(d.id, -1)
-						<-d.inFlight
-					}, nil
-				}
-				// Cannot happen while the gate is held (nothing else
-				// takes row tokens); give the request token back.
-				req.AllowN(now, -1)
-				wait = time.Microsecond
+			wait = max(tokenDelay(d.requests, 1, now), tokenDelay(d.rows, n, now))
+			if d.largeLocked(table) {
+				wait = max(wait, d.largeDelayLocked(now))
 			}
+			// Nothing else takes tokens while the gate is held, so both
+			// buckets hold what tokenDelay saw.
+			if wait <= 0 && d.requests.AllowN(now, 1) && d.rows.AllowN(now, n) {
+				d.logSendLocked(now)
+				d.pending[table] += int64(rows)
+				m.quota(d.id, d.requests.TokensAt(now), d.rows.TokensAt(now))
+				d.mu.Unlock()
+				m.waited(d.id, now.Sub(start))
+				m.inFlightAdd(d.id, 1)
+				return func() {
+					d.mu.Lock()
+					d.pending[table] -= int64(rows)
+					d.mu.Unlock()
+					m.inFlightAdd(d.id, -1)
+					<-d.inFlight
+				}, nil
+			}
+			wait = max(wait, time.Microsecond)
 		}
+		d.mu.Unlock()
 		if err := clock.Sleep(ctx, wait); err != nil {
 			<-d.inFlight
 			return nil, err
@@ -200,16 +239,16 @@ func (d *datasetLimiter) pausedUntilTime() time.Time {
 }
 
 // addRows counts rows accepted into table and applies the 250,000-row rule.
-// It reports whether this call switched the dataset to the hourly quota.
-func (d *datasetLimiter) addRows(table string, n int, now time.Time) bool {
+// It reports whether this call put the dataset under the rule.
+func (d *datasetLimiter) addRows(table string, n int) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.tableRows[table] += int64(n)
+	d.posted[table] += int64(n)
 	if d.large || d.limits.LargeTableRows < 0 {
 		return false
 	}
-	if d.tableRows[table]+int64(d.limits.InitialTableRows) >= int64(d.limits.LargeTableRows) {
-		d.enterLargeLocked(now)
+	if d.posted[table]+int64(d.limits.InitialTableRows) >= int64(d.limits.LargeTableRows) {
+		d.large = true
 		return true
 	}
 	return false
@@ -220,5 +259,5 @@ func (d *datasetLimiter) addRows(table string, n int, now time.Time) bool {
 func (d *datasetLimiter) resetTable(table string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.tableRows[table] = -int64(d.limits.InitialTableRows)
+	d.posted[table] = -int64(d.limits.InitialTableRows)
 }
