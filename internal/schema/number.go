@@ -151,7 +151,7 @@ func (d dec) int64Value() (v int64, integral, inRange bool) {
 		}
 		u = u*10 + uint64(c-'0')
 	}
-	if u >= math.MaxInt64 {
+	if u > math.MaxInt64 || (u == math.MaxInt64 && !d.neg) {
 		return 0, true, false
 	}
 	if d.neg {

@@ -1,0 +1,41 @@
+package schema_test
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/pushd/pushd/internal/schema"
+	"github.com/pushd/pushd/internal/schema/schematest"
+)
+
+// BenchmarkMap maps the sample telemetry events, one event (one row) per
+// iteration, keeping rows in a batch of up to 10,000 as the batcher would.
+func BenchmarkMap(b *testing.B) {
+	cfg, err := schematest.TelemetryConfig()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := schema.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	events := schematest.TelemetryEvents()
+	var bytesIn int64
+	for _, e := range events {
+		bytesIn += int64(len(e))
+	}
+	rows := make([]json.RawMessage, 0, 10_000)
+	b.SetBytes(bytesIn / int64(len(events)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if len(rows) == cap(rows) {
+			rows = rows[:0]
+		}
+		rows, err = m.Map(events[i%len(events)], nil, rows)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
