@@ -157,7 +157,7 @@ func (c *Client) PostRows(ctx context.Context, t Target, rows []json.RawMessage)
 // encodeRows builds {"rows":[r1,r2,...]} from encoded rows without decoding
 // them.
 func encodeRows(rows []json.RawMessage) []byte {
-	n := len(`{"rows":[]}`) + len(rows)
+	n := len(`{"rows":[]}`) + max(len(rows)-1, 0) // commas
 	for _, r := range rows {
 		n += len(r)
 	}
