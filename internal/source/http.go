@@ -1,0 +1,659 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"mime"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// HTTP is an ingest endpoint for applications next to pushd: they POST
+// NDJSON or a JSON array, and each line or element becomes one event. The
+// answer waits until every event of the request is acknowledged, so the
+// caller keeps its data until it is safe:
+//
+//	200 {"accepted":A,"dead_lettered":D}  every event accepted or dead-lettered
+//	503 + Retry-After                     an event was not delivered, the
+//	                                      response timeout passed, or pushd
+//	                                      is shutting down: send it all again
+//	429 + Retry-After                     too many events in flight (the
+//	                                      pipeline is throttled): try later
+//	400 malformed body (names the line or element), 401 bad or missing
+//	bearer token, 405 not POST, 413 body or event count over the limit,
+//	415 unsupported content type
+//
+// Bodies: application/json holds one object (one event) or an array of
+// objects (one event each); application/x-ndjson, application/jsonl,
+// text/plain or no content type hold one JSON object (or array of objects)
+// per line, blank lines skipped.
+//
+// A 503 after some events were delivered makes the retry duplicate them: at
+// least once, as everywhere in pushd.
+//
+// Dead-lettered events are counted apart when the pipeline acknowledges them
+// with an error wrapping ErrDeadLettered; an Ack(nil) counts as accepted.
+type HTTP struct {
+	cfg        HTTPConfig
+	tokenHash  []byte // SHA-256 of the bearer token; nil when no token is required
+	log        *slog.Logger
+	metrics    *HTTPMetrics
+	maxUnacked int64
+	retryAfter string
+
+	events   chan queuedEvent
+	unacked  atomic.Int64 // events admitted and not yet acknowledged
+	requests atomic.Uint64
+
+	// mu orders admission against Close: no event is queued after closing.
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{} // closed when Close starts
+	abort   chan struct{} // closed when Close gives up waiting: answer 503 now
+
+	server    *http.Server
+	listener  net.Listener
+	served    chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Source = (*HTTP)(nil)
+
+type queuedEvent struct {
+	ev  Event
+	ack Ack
+}
+
+// errHTTPClosed acknowledges events still queued when the source closes.
+var errHTTPClosed = errors.New("http source closed before the event was read")
+
+// HTTPOptions holds what an HTTPConfig does not.
+type HTTPOptions struct {
+	// Logger receives the source's logs; nil discards them.
+	Logger *slog.Logger
+	// Metrics, when not nil, is updated by the source.
+	Metrics *HTTPMetrics
+	// MaxUnacked bounds the events accepted from callers but not yet
+	// acknowledged (default 10000). A request that would pass it is answered
+	// 429 at once rather than queued; one that alone holds more is 413.
+	MaxUnacked int
+	// RetryAfter is the wait suggested in Retry-After on 429 and 503
+	// (default 1s; sent in whole seconds, at least 1).
+	RetryAfter time.Duration
+	// Listener, when not nil, is served instead of listening on
+	// HTTPConfig.Listen (for tests and socket activation).
+	Listener net.Listener
+}
+
+// NewHTTP validates cfg, reads the bearer token file if one is named and the
+// token is not already set, listens on cfg.Listen, and serves cfg.Path.
+func NewHTTP(cfg HTTPConfig, opts HTTPOptions) (*HTTP, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("http source config: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxUnacked <= 0 {
+		opts.MaxUnacked = 10000
+	}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = time.Second
+	}
+	token := cfg.BearerToken.Reveal()
+	if token == "" && cfg.BearerTokenFile != "" {
+		b, err := os.ReadFile(cfg.BearerTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("http source: reading bearer_token_file: %w", err)
+		}
+		token = strings.TrimRight(string(b), "\r\n")
+		if token == "" {
+			return nil, fmt.Errorf("http source: bearer_token_file %s is empty", cfg.BearerTokenFile)
+		}
+	}
+	h := &HTTP{
+		cfg:        cfg,
+		log:        log,
+		metrics:    opts.Metrics,
+		maxUnacked: int64(opts.MaxUnacked),
+		retryAfter: strconv.Itoa(max(1, int(math.Ceil(opts.RetryAfter.Seconds())))),
+		events:     make(chan queuedEvent, opts.MaxUnacked),
+		closing:    make(chan struct{}),
+		abort:      make(chan struct{}),
+		served:     make(chan struct{}),
+	}
+	if token != "" {
+		sum := sha256.Sum256([]byte(token))
+		h.tokenHash = sum[:]
+	}
+	ln := opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("http source: listening on %s: %w", cfg.Listen, err)
+		}
+	}
+	h.listener = ln
+	mux := http.NewServeMux()
+	mux.Handle(cfg.Path, h)
+	h.server = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		defer close(h.served)
+		if err := h.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http source server stopped", "listen", ln.Addr().String(), "err", err)
+		}
+	}()
+	log.Info("http source listening", "listen", ln.Addr().String(), "path", cfg.Path, "auth", h.tokenHash != nil)
+	return h, nil
+}
+
+// Addr is the address the source listens on (useful with port 0).
+func (h *HTTP) Addr() net.Addr { return h.listener.Addr() }
+
+// Read returns the next event posted by a caller. After Close it returns an
+// error wrapping ErrEndOfInput.
+func (h *HTTP) Read(ctx context.Context) (Event, Ack, error) {
+	select {
+	case q := <-h.events:
+		return q.ev, q.ack, nil
+	case <-ctx.Done():
+		return Event{}, nil, ctx.Err()
+	case <-h.closing:
+		return Event{}, nil, fmt.Errorf("http source closed: %w", ErrEndOfInput)
+	}
+}
+
+// Close stops accepting requests (new ones get 503), acknowledges with an
+// error the events no one has read yet, and waits until ctx ends for the
+// requests in flight to be answered; past it, they are answered 503 and the
+// connections closed. It may be called more than once.
+func (h *HTTP) Close(ctx context.Context) error {
+	h.closeOnce.Do(func() {
+		h.mu.Lock()
+		h.closed = true
+		close(h.closing)
+		h.mu.Unlock()
+		// Nothing is queued after closed is set; what is queued now will not
+		// be read by a pipeline that stopped reading.
+		for drained := false; !drained; {
+			select {
+			case q := <-h.events:
+				q.ack(errHTTPClosed)
+			default:
+				drained = true
+			}
+		}
+		err := h.server.Shutdown(ctx)
+		if err != nil {
+			// Let waiting handlers answer 503, give them a moment to write
+			// it, then cut what is left.
+			close(h.abort)
+			grace, cancel := context.WithTimeout(context.Background(), time.Second)
+			if h.server.Shutdown(grace) != nil {
+				_ = h.server.Close()
+			}
+			cancel()
+			err = fmt.Errorf("http source: waiting for requests in flight: %w", err)
+		}
+		<-h.served
+		h.closeErr = err
+	})
+	return h.closeErr
+}
+
+// ingestRequest is the state of one POST whose events are in flight.
+type ingestRequest struct {
+	remaining    atomic.Int64
+	failed       atomic.Int64
+	deadLettered atomic.Int64
+	acked        []atomic.Bool
+	done         chan struct{}
+}
+
+// ServeHTTP handles one ingest request; see HTTP for the protocol.
+func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.replyError(w, http.StatusMethodNotAllowed, "method %s not allowed: POST events", r.Method)
+		return
+	}
+	if h.tokenHash != nil && !h.authorized(r) {
+		challenge := `Bearer realm="pushd"`
+		if r.Header.Get("Authorization") != "" {
+			challenge += `, error="invalid_token"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+		h.replyError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+		return
+	}
+	if h.isClosed() {
+		h.replyUnavailable(w, "pushd is shutting down")
+		return
+	}
+	format, err := bodyFormat(r.Header.Get("Content-Type"))
+	if err != nil {
+		h.replyError(w, http.StatusUnsupportedMediaType, "%v", err)
+		return
+	}
+	body, err := h.readBody(w, r)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			h.replyError(w, http.StatusRequestEntityTooLarge, "body larger than max_body_bytes (%d)", h.cfg.MaxBodyBytes)
+			return
+		}
+		h.replyError(w, http.StatusBadRequest, "reading body: %v", err)
+		return
+	}
+	var datas [][]byte
+	if format == formatJSON {
+		datas, err = splitJSONBody(body)
+	} else {
+		datas, err = splitNDJSON(body)
+	}
+	if err != nil {
+		h.replyError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	n := len(datas)
+	if limit := h.cfg.MaxEventsPerRequest; limit > 0 && n > limit {
+		h.replyError(w, http.StatusRequestEntityTooLarge, "%d events, more than max_events_per_request (%d)", n, limit)
+		return
+	}
+	if int64(n) > h.maxUnacked {
+		h.replyError(w, http.StatusRequestEntityTooLarge, "%d events, more than pushd holds in flight (%d): split the request", n, h.maxUnacked)
+		return
+	}
+
+	req := &ingestRequest{acked: make([]atomic.Bool, n), done: make(chan struct{})}
+	req.remaining.Store(int64(n))
+	prefix := "http:" + r.RemoteAddr + "#" + strconv.FormatUint(h.requests.Add(1), 10) + "/"
+	switch h.admit(req, prefix, datas) {
+	case admitClosed:
+		h.replyUnavailable(w, "pushd is shutting down")
+		return
+	case admitFull:
+		w.Header().Set("Retry-After", h.retryAfter)
+		h.replyError(w, http.StatusTooManyRequests, "pushd is saturated (%d events in flight): retry later", h.unacked.Load())
+		return
+	}
+
+	timer := time.NewTimer(h.cfg.ResponseTimeout)
+	defer timer.Stop()
+	select {
+	case <-req.done:
+	case <-timer.C:
+		h.replyUnavailable(w, fmt.Sprintf("events not delivered within response_timeout (%s)", h.cfg.ResponseTimeout))
+		return
+	case <-h.abort:
+		h.replyUnavailable(w, "pushd is shutting down")
+		return
+	case <-r.Context().Done():
+		// The caller went away; its events go on and are acknowledged.
+		h.countRequest(499)
+		return
+	}
+	failed, deadLettered := req.failed.Load(), req.deadLettered.Load()
+	accepted := int64(n) - failed - deadLettered
+	if failed > 0 {
+		h.log.Warn("http request not fully delivered", "events", n, "failed", failed)
+		w.Header().Set("Retry-After", h.retryAfter)
+		h.reply(w, http.StatusServiceUnavailable, map[string]any{
+			"error":         fmt.Sprintf("%d of %d events not delivered: retry the request", failed, n),
+			"accepted":      accepted,
+			"dead_lettered": deadLettered,
+			"failed":        failed,
+		})
+		return
+	}
+	h.reply(w, http.StatusOK, map[string]any{"accepted": accepted, "dead_lettered": deadLettered})
+}
+
+type admission int
+
+const (
+	admitted admission = iota
+	admitFull
+	admitClosed
+)
+
+// admit reserves room for the request's events and queues them, or reports
+// why it cannot.
+func (h *HTTP) admit(req *ingestRequest, prefix string, datas [][]byte) admission {
+	n := int64(len(datas))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return admitClosed
+	}
+	// Only admit adds to unacked, under mu, so check-then-add is safe.
+	if h.unacked.Load()+n > h.maxUnacked {
+		return admitFull
+	}
+	h.unacked.Add(n)
+	if m := h.metrics; m != nil {
+		m.unacked.Add(float64(n))
+	}
+	for i, data := range datas {
+		ev := Event{Data: data, Position: prefix + strconv.Itoa(i)}
+		// The channel holds maxUnacked events and at most that many are
+		// admitted, so this never blocks.
+		h.events <- queuedEvent{ev: ev, ack: h.ackFunc(req, i)}
+	}
+	return admitted
+}
+
+func (h *HTTP) ackFunc(req *ingestRequest, i int) Ack {
+	return func(err error) {
+		if req.acked[i].Swap(true) {
+			h.log.Error("http event acknowledged twice", "event", i)
+			return
+		}
+		result := "accepted"
+		switch {
+		case ackFailed(err):
+			req.failed.Add(1)
+			result = "failed"
+		case err != nil:
+			req.deadLettered.Add(1)
+			result = "dead_lettered"
+		}
+		h.unacked.Add(-1)
+		if m := h.metrics; m != nil {
+			m.unacked.Dec()
+			m.events.WithLabelValues(result).Inc()
+		}
+		if req.remaining.Add(-1) == 0 {
+			close(req.done)
+		}
+	}
+}
+
+func (h *HTTP) isClosed() bool {
+	select {
+	case <-h.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// authorized checks the bearer token in constant time (over digests, so that
+// the token's length does not leak either).
+func (h *HTTP) authorized(r *http.Request) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return subtle.ConstantTimeCompare(sum[:], h.tokenHash) == 1
+}
+
+// readBody reads the whole body, up to MaxBodyBytes.
+func (h *HTTP) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	limit := h.cfg.MaxBodyBytes
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength > 0 {
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	return io.ReadAll(body)
+}
+
+type bodyKind int
+
+const (
+	formatNDJSON bodyKind = iota
+	formatJSON
+)
+
+// bodyFormat maps a Content-Type to the body format.
+func bodyFormat(contentType string) (bodyKind, error) {
+	if contentType == "" {
+		return formatNDJSON, nil
+	}
+	mediaType, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return 0, fmt.Errorf("content type %q: %v", contentType, err)
+	}
+	switch mediaType {
+	case "application/json":
+		return formatJSON, nil
+	case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines", "application/jsonlines", "text/plain":
+		return formatNDJSON, nil
+	}
+	return 0, fmt.Errorf("content type %s not supported: send application/json (an object or an array of objects) or application/x-ndjson", mediaType)
+}
+
+// splitNDJSON returns the events of an NDJSON body: one JSON object or array
+// per non-blank line. The slices share body's memory.
+func splitNDJSON(body []byte) ([][]byte, error) {
+	var out [][]byte
+	for line := 1; len(body) > 0; line++ {
+		var text []byte
+		text, body, _ = bytes.Cut(body, []byte{'\n'})
+		text = bytes.TrimSpace(text)
+		if len(text) == 0 {
+			continue
+		}
+		if text[0] != '{' && text[0] != '[' {
+			return nil, fmt.Errorf("line %d: not a JSON object or array", line)
+		}
+		if !json.Valid(text) {
+			return nil, fmt.Errorf("line %d: invalid JSON: %v", line, jsonError(text))
+		}
+		out = append(out, text)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty body: no events")
+	}
+	return out, nil
+}
+
+// splitJSONBody returns the events of an application/json body: the body
+// itself when it is an object, each element when it is an array of objects.
+// The slices share body's memory.
+func splitJSONBody(body []byte) ([][]byte, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, errors.New("empty body: no events")
+	}
+	switch body[0] {
+	case '{':
+		if !json.Valid(body) {
+			return nil, fmt.Errorf("invalid JSON: %v", jsonError(body))
+		}
+		return [][]byte{body}, nil
+	case '[':
+	default:
+		return nil, errors.New("JSON body must be an object or an array of objects")
+	}
+	if !json.Valid(body) {
+		err := jsonError(body)
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) {
+			// Name the element the error is in.
+			return nil, fmt.Errorf("element %d: invalid JSON: %v", elementAt(body, int(syntax.Offset)-1), err)
+		}
+		return nil, fmt.Errorf("invalid JSON: %v", err)
+	}
+	elems := splitArray(body)
+	if len(elems) == 0 {
+		return nil, errors.New("empty array: no events")
+	}
+	for i, e := range elems {
+		if e[0] != '{' {
+			return nil, fmt.Errorf("element %d: not a JSON object", i)
+		}
+	}
+	return elems, nil
+}
+
+// splitArray returns the top-level elements of a valid JSON array, trimmed,
+// as slices of array.
+func splitArray(array []byte) [][]byte {
+	var out [][]byte
+	start := 0
+	scanArray(array, func(i int, c byte) bool {
+		switch c {
+		case '[':
+			start = i + 1
+		case ',', ']':
+			if e := bytes.TrimSpace(array[start:i]); len(e) > 0 || c == ',' {
+				out = append(out, e)
+			}
+			start = i + 1
+		}
+		return true
+	})
+	return out
+}
+
+// elementAt returns the index of the top-level array element that holds
+// byte offset of array (counting the commas before it), for error messages.
+func elementAt(array []byte, offset int) int {
+	index := 0
+	scanArray(array, func(i int, c byte) bool {
+		if i >= offset {
+			return false
+		}
+		if c == ',' {
+			index++
+		}
+		return true
+	})
+	return index
+}
+
+// scanArray calls visit with the position of every '[' opening the
+// top-level array, every ',' between its elements and its closing ']',
+// skipping strings and nested values, until visit returns false.
+func scanArray(array []byte, visit func(i int, c byte) bool) {
+	depth := 0
+	inString, escaped := false, false
+	for i, c := range array {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '[', '{':
+			depth++
+			if depth == 1 && !visit(i, c) {
+				return
+			}
+		case ']', '}':
+			if depth == 1 && !visit(i, c) {
+				return
+			}
+			depth--
+			if depth == 0 {
+				return
+			}
+		case ',':
+			if depth == 1 && !visit(i, c) {
+				return
+			}
+		}
+	}
+}
+
+// jsonError returns the decoder's error for invalid JSON data.
+func jsonError(data []byte) error {
+	var v json.RawMessage
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	return errors.New("invalid JSON")
+}
+
+func (h *HTTP) replyUnavailable(w http.ResponseWriter, msg string) {
+	w.Header().Set("Retry-After", h.retryAfter)
+	h.reply(w, http.StatusServiceUnavailable, map[string]any{"error": msg + ": retry later"})
+}
+
+func (h *HTTP) replyError(w http.ResponseWriter, code int, format string, args ...any) {
+	h.reply(w, code, map[string]any{"error": fmt.Sprintf(format, args...)})
+}
+
+func (h *HTTP) reply(w http.ResponseWriter, code int, body map[string]any) {
+	h.countRequest(code)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func (h *HTTP) countRequest(code int) {
+	if m := h.metrics; m != nil {
+		m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	}
+}
+
+// HTTPMetrics are the HTTP ingest source's Prometheus metrics.
+type HTTPMetrics struct {
+	requests *prometheus.CounterVec
+	events   *prometheus.CounterVec
+	unacked  prometheus.Gauge
+}
+
+// NewHTTPMetrics creates the HTTP ingest metrics and registers them on reg
+// (nil: not registered).
+func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
+	m := &HTTPMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_http_ingest_requests_total",
+			Help: "Ingest requests answered, by status code (499: the caller left before the answer).",
+		}, []string{"code"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_http_ingest_events_total",
+			Help: "Ingested events acknowledged, by result: accepted, dead_lettered, failed.",
+		}, []string{"result"}),
+		unacked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushd_http_ingest_unacked_events",
+			Help: "Events accepted from callers and not yet acknowledged.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.events, m.unacked)
+	}
+	return m
+}
