@@ -144,7 +144,7 @@ func (o Options) Parse(data []byte, name string) (*Config, error) {
 // pipelines (see DefaultPipeline).
 func DefaultConfig() Config {
 	return Config{
-		PowerBI:         DefaultPowerBI(),
+		PowerBI:         pushapi.DefaultConfig(),
 		Metrics:         Metrics{Enabled: true, Listen: "127.0.0.1:9464", Path: "/metrics"},
 		Log:             Log{Format: "text", Level: "info"},
 		ShutdownTimeout: 30 * time.Second,
@@ -156,10 +156,11 @@ func DefaultConfig() Config {
 func DefaultPipeline() Pipeline {
 	return Pipeline{
 		Source:           source.DefaultConfig(),
-		Batch:            DefaultBatch(),
-		Limits:           DefaultLimits(),
+		Schema:           schema.DefaultConfig(),
+		Batch:            defaultBatch(),
+		Limits:           pushapi.DefaultLimits(),
 		MaxUnackedEvents: 50000,
-		Provision:        Provision{Retention: RetentionBasicFIFO, Mode: ModePush},
+		Provision:        Provision{Retention: pushapi.RetentionBasicFIFO, Mode: pushapi.ModePush},
 	}
 }
 
@@ -169,11 +170,48 @@ func DefaultDeadLetterPath(pipeline string) string {
 }
 
 // Redacted returns c as YAML with every secret shown as <redacted>, for
-// `pushd validate --print`.
+// `pushd validate --print`. Each source shows only the section of its type.
 func (c *Config) Redacted() ([]byte, error) {
-	out, err := yaml.Marshal(c)
+	var root yaml.Node
+	if err := root.Encode(c); err != nil {
+		return nil, fmt.Errorf("encoding config: %w", err)
+	}
+	if pipelines := valueOf(&root, "pipelines"); pipelines != nil {
+		for _, p := range pipelines.Content {
+			src := valueOf(p, "source")
+			if src == nil {
+				continue
+			}
+			typ := valueOf(src, "type")
+			kept := src.Content[:0]
+			for i := 0; i+1 < len(src.Content); i += 2 {
+				switch k := src.Content[i].Value; k {
+				case source.TypeStdin, source.TypeKafka, source.TypeHTTP:
+					if typ == nil || typ.Value != k {
+						continue
+					}
+				}
+				kept = append(kept, src.Content[i], src.Content[i+1])
+			}
+			src.Content = kept
+		}
+	}
+	out, err := yaml.Marshal(&root)
 	if err != nil {
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
 	return out, nil
+}
+
+// valueOf returns the value of key in mapping n, or nil.
+func valueOf(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }

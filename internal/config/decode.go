@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/pushd/pushd/internal/pushapi"
 	"github.com/pushd/pushd/internal/secret"
 )
 
@@ -131,6 +132,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		}
 		lines[key] = p.key.Line
 		index, ok := info.byKey[key]
+		if !ok && path == "" && strings.HasPrefix(key, "x-") {
+			continue // a top-level extension key: a place for YAML anchors
+		}
 		if !ok {
 			d.add(keyPath, p.key.Line, "unknown key%s", suggest(key, info.keys))
 			continue
@@ -141,7 +145,10 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 }
 
 // readSecretFiles fills each secret.Value field K of v whose sibling K_file
-// names a file with that file's content, without its trailing newline.
+// names a file with that file's content, without its trailing newline, and
+// clears K_file, so that consumers see one secret. The exception is
+// powerbi.auth.token_file, which pushapi re-reads when the file changes:
+// it is only checked here.
 func (d *decoder) readSecretFiles(v reflect.Value, path string, info structInfo, lines map[string]int) {
 	secretType := reflect.TypeFor[secret.Value]()
 	for _, key := range info.keys {
@@ -172,7 +179,11 @@ func (d *decoder) readSecretFiles(v reflect.Value, path string, info structInfo,
 			d.add(filePath, line, "file %s is empty", file)
 			continue
 		}
+		if v.Type() == reflect.TypeFor[pushapi.AuthConfig]() && key == "token" {
+			continue // pushapi re-reads token_file when it changes: keep the path
+		}
 		field.SetString(text)
+		v.FieldByIndex(fileIndex).SetString("")
 	}
 }
 

@@ -28,7 +28,16 @@ func parse(data []byte, name string, opts Options) (*Config, error) {
 		}
 	}
 	problems := d.problems
+	// A key whose value could not be decoded already has its problem; what
+	// validation says about the default left in its place would mislead.
+	undecoded := make(map[string]bool, len(problems))
+	for _, p := range problems {
+		undecoded[p.Path] = true
+	}
 	for _, p := range validate(&cfg) {
+		if undecoded[p.Path] {
+			continue
+		}
 		p.Line = lineOf(root, p.Path)
 		problems = append(problems, p)
 	}

@@ -27,6 +27,12 @@ func validate(c *Config) []Problem {
 	}
 
 	section("powerbi", reflect.TypeOf(c.PowerBI), validatePowerBI(c.PowerBI, c.Emulator.Embedded))
+	// The auth method, as pushapi resolves it; none when an embedded
+	// emulator fills in the credentials.
+	method := c.PowerBI.Auth.ResolvedMethod()
+	if c.Emulator.Embedded && c.PowerBI.Auth == (pushapi.AuthConfig{}) {
+		method = ""
+	}
 
 	if c.Metrics.Enabled {
 		if err := checkListen(c.Metrics.Listen); err != nil {
@@ -95,12 +101,13 @@ func validate(c *Config) []Problem {
 			}
 		}
 
-		section(at+".target", reflect.TypeOf(p.Target), validateTarget(p.Target, c.PowerBI.Auth.Method))
-		if v, ok := any(p.Schema).(interface{ Validate() error }); ok {
-			section(at+".schema", reflect.TypeOf(p.Schema), v.Validate())
+		section(at+".target", reflect.TypeOf(p.Target), validateTarget(p.Target))
+		if p.Target.WorkspaceID == "" && isServicePrincipal(method) {
+			add(at+".target.workspace_id", "required with auth method %s: service principals cannot use My workspace", method)
 		}
+		section(at+".schema", reflect.TypeOf(p.Schema), p.Schema.Validate())
 		section(at+".batch", reflect.TypeOf(p.Batch), validateBatch(p.Batch))
-		section(at+".limits", reflect.TypeOf(p.Limits), validateLimits(p.Limits))
+		section(at+".limits", reflect.TypeOf(p.Limits), p.Limits.Validate())
 
 		// The quotas are per dataset: pipelines sharing one must agree.
 		if key := datasetKey(p.Target); key != "" {
@@ -123,10 +130,10 @@ func validate(c *Config) []Problem {
 		if p.MaxUnackedEvents < 1 {
 			add(at+".max_unacked_events", "must be at least 1, got %d", p.MaxUnackedEvents)
 		}
-		if p.Provision.Retention != RetentionBasicFIFO && p.Provision.Retention != RetentionNone {
+		if p.Provision.Retention != pushapi.RetentionBasicFIFO && p.Provision.Retention != pushapi.RetentionNone {
 			add(at+".provision.retention", "must be basicFIFO or None, got %q", p.Provision.Retention)
 		}
-		if p.Provision.Mode != ModePush && p.Provision.Mode != ModePushStreaming {
+		if p.Provision.Mode != pushapi.ModePush && p.Provision.Mode != pushapi.ModePushStreaming {
 			add(at+".provision.mode", "must be Push or PushStreaming, got %q", p.Provision.Mode)
 		}
 		if p.Provision.Create && p.Target.DatasetName == "" {

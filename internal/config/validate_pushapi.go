@@ -4,75 +4,23 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/pushd/pushd/internal/batcher"
 	"github.com/pushd/pushd/internal/pushapi"
 )
 
-// Power BI's documented limits for push datasets, the defaults of Limits
-// and the bounds of batcher.Config.
+// Power BI's limits for one POST rows request: the defaults and bounds of
+// the batch section.
 const (
-	maxRowsPerRequest     = 10000
-	maxBytesPerRequest    = 16000000
-	requestsPerMinute     = 120
-	rowsPerHour           = 1000000
-	maxInFlight           = 5
-	largeTableRows        = 250000
-	largeTableRequestsPer = 120
+	maxRowsPerRequest  = 10000
+	maxBytesPerRequest = 16000000
 )
 
-// cloudNames lists the clouds accepted in powerbi.cloud.
-func cloudNames() []string { return []string{"public", "usgov", "usgovhigh", "usdod", "china"} }
-
-// Auth methods accepted in powerbi.auth.method.
-const (
-	AuthClientSecret      = "client_secret"
-	AuthClientCertificate = "client_certificate"
-	AuthManagedIdentity   = "managed_identity"
-	AuthStaticToken       = "static_token"
-)
-
-// Dataset retention policies and modes accepted in provision.
-const (
-	RetentionBasicFIFO = "basicFIFO"
-	RetentionNone      = "None"
-	ModePush           = "Push"
-	ModePushStreaming  = "PushStreaming"
-)
-
-// DefaultPowerBI returns the defaults of the powerbi section: the public
-// cloud, 30s per request, and DefaultRetry.
-func DefaultPowerBI() pushapi.Config {
-	return pushapi.Config{Cloud: "public", Timeout: 30 * time.Second, Retry: DefaultRetry()}
-}
-
-// DefaultRetry returns the retry defaults: backoff from 500ms to 30s,
-// Retry-After capped at 10m, no overall deadline.
-func DefaultRetry() pushapi.RetryConfig {
-	return pushapi.RetryConfig{
-		InitialBackoff: 500 * time.Millisecond,
-		MaxBackoff:     30 * time.Second,
-		MaxRetryAfter:  10 * time.Minute,
-	}
-}
-
-// DefaultBatch returns Power BI's request limits: 10,000 rows, 16,000,000
-// bytes, and a linger of 1s.
-func DefaultBatch() batcher.Config {
+// defaultBatch returns Power BI's request limits: 10,000 rows, 16,000,000
+// bytes, and a linger of 1s (the same values as batcher.DefaultConfig).
+func defaultBatch() batcher.Config {
 	return batcher.Config{MaxRows: maxRowsPerRequest, MaxBytes: maxBytesPerRequest, Linger: time.Second}
-}
-
-// DefaultLimits returns Power BI's documented per-dataset quotas.
-func DefaultLimits() pushapi.Limits {
-	return pushapi.Limits{
-		RequestsPerMinute:         requestsPerMinute,
-		RowsPerHour:               rowsPerHour,
-		MaxInFlight:               maxInFlight,
-		LargeTableRows:            largeTableRows,
-		LargeTableRequestsPerHour: largeTableRequestsPer,
-	}
 }
 
 // errorList gathers errors whose messages start with a relative key path.
@@ -84,160 +32,90 @@ func (l *errorList) add(path, format string, args ...any) {
 
 func (l errorList) join() error { return errors.Join(l...) }
 
-// validatePowerBI checks the powerbi section; paths are relative to it.
-// With an embedded emulator the URLs and credentials are filled in at run
-// time, so they may be left out.
+// validatePowerBI checks the powerbi section with pushapi's own Validate,
+// plus what only the whole config knows or pushapi does not check: URLs
+// that an embedded emulator sets, an https authority for MSAL, keys the
+// auth method does not use, and backoff bounds in order. Paths are relative
+// to the section.
 func validatePowerBI(c pushapi.Config, embedded bool) error {
-	var errs errorList
-	if clouds := cloudNames(); !contains(clouds, c.Cloud) {
-		errs.add("cloud", "must be one of %s, got %q", strings.Join(clouds, ", "), c.Cloud)
-	}
-	for _, u := range []struct {
-		key, value string
-		https      bool
-	}{{"api_url", c.APIURL, false}, {"authority_url", c.AuthorityURL, true}} {
-		if u.value == "" {
-			continue
-		}
-		if embedded {
+	errs := errorList{c.Validate()}
+	for _, u := range []struct{ key, value string }{{"api_url", c.APIURL}, {"authority_url", c.AuthorityURL}} {
+		if u.value != "" && embedded {
 			errs.add(u.key, "set at run time by emulator.embedded: remove it, or set emulator.embedded: false")
-			continue
-		}
-		if err := checkURL(u.value, u.https); err != nil {
-			errs.add(u.key, "%v", err)
 		}
 	}
-	if c.Timeout <= 0 {
-		errs.add("timeout", "must be a positive duration, got %s", c.Timeout)
+	method := c.Auth.ResolvedMethod()
+	msal := method == pushapi.AuthClientSecret || method == pushapi.AuthClientCertificate
+	if u, err := url.Parse(c.AuthorityURL); c.AuthorityURL != "" && err == nil && u.Scheme == "http" && msal {
+		errs.add("authority_url", "must be https with auth method %s (MSAL accepts only https authorities), got %q", method, c.AuthorityURL)
 	}
-	if err := validateAuth(c.Auth, embedded); err != nil {
+	if err := unusedAuthKeys(c.Auth, method); err != nil {
 		errs = append(errs, prefixErrors("auth", err)...)
 	}
-	if err := validateRetry(c.Retry); err != nil {
-		errs = append(errs, prefixErrors("retry", err)...)
+	if r := c.Retry; r.InitialBackoff > 0 && r.MaxBackoff > 0 && r.MaxBackoff < r.InitialBackoff {
+		errs.add("retry.max_backoff", "must be at least retry.initial_backoff (%s), got %s", r.InitialBackoff, r.MaxBackoff)
 	}
 	return errs.join()
 }
 
-// validateAuth checks the keys each auth method needs, and that no key of
-// another method is set (a sign of a wrong method).
-func validateAuth(c pushapi.AuthConfig, embedded bool) error {
+// unusedAuthKeys reports credentials set for a method that does not use
+// them: a sign of a wrong method (or a leftover that would confuse the
+// next reader).
+func unusedAuthKeys(a pushapi.AuthConfig, method string) error {
+	uses := map[string][]string{
+		pushapi.AuthClientSecret:      {"tenant_id", "client_id", "client_secret", "client_secret_file"},
+		pushapi.AuthClientCertificate: {"tenant_id", "client_id", "certificate_file", "send_x5c"},
+		pushapi.AuthManagedIdentity:   {"managed_identity_client_id", "managed_identity_resource_id"},
+		pushapi.AuthStaticToken:       {"token", "token_file"},
+	}
+	used, known := uses[method]
+	if !known {
+		return nil // pushapi reports the unknown method
+	}
 	var errs errorList
-	set := map[string]bool{
-		"tenant_id":                    c.TenantID != "",
-		"client_id":                    c.ClientID != "",
-		"client_secret":                c.ClientSecret != "" || c.ClientSecretFile != "",
-		"certificate_file":             c.CertificateFile != "",
-		"send_x5c":                     c.SendX5C,
-		"managed_identity_client_id":   c.ManagedIdentityClientID != "",
-		"managed_identity_resource_id": c.ManagedIdentityResourceID != "",
-		"token":                        c.Token != "" || c.TokenFile != "",
-	}
-	var required, allowed []string
-	switch c.Method {
-	case AuthClientSecret:
-		required = []string{"tenant_id", "client_id", "client_secret"}
-	case AuthClientCertificate:
-		required = []string{"tenant_id", "client_id", "certificate_file"}
-		allowed = []string{"send_x5c"}
-	case AuthManagedIdentity:
-		allowed = []string{"managed_identity_client_id", "managed_identity_resource_id"}
-		if set["managed_identity_client_id"] && set["managed_identity_resource_id"] {
-			errs.add("managed_identity_resource_id", "set either managed_identity_client_id or managed_identity_resource_id, not both")
+	for _, k := range []struct {
+		key string
+		set bool
+	}{
+		{"tenant_id", a.TenantID != ""},
+		{"client_id", a.ClientID != ""},
+		{"client_secret", a.ClientSecret != ""},
+		{"client_secret_file", a.ClientSecretFile != ""},
+		{"certificate_file", a.CertificateFile != ""},
+		{"send_x5c", a.SendX5C},
+		{"managed_identity_client_id", a.ManagedIdentityClientID != ""},
+		{"managed_identity_resource_id", a.ManagedIdentityResourceID != ""},
+		{"token", a.Token != ""},
+		{"token_file", a.TokenFile != ""},
+	} {
+		if k.set && !contains(used, k.key) {
+			errs.add(k.key, "not used with auth method %s: remove it or change method", method)
 		}
-	case AuthStaticToken:
-		required = []string{"token"}
-	case "":
-		if embedded {
-			return nil
-		}
-		errs.add("method", "required: one of client_secret, client_certificate, managed_identity, static_token")
-		return errs.join()
-	default:
-		errs.add("method", "must be one of client_secret, client_certificate, managed_identity, static_token, got %q", c.Method)
-		return errs.join()
-	}
-	for _, k := range required {
-		if !set[k] {
-			hint := ""
-			if k == "client_secret" || k == "token" {
-				hint = fmt.Sprintf(" (or %s_file)", k)
-			}
-			errs.add(k, "required with method %s%s", c.Method, hint)
-		}
-	}
-	for _, k := range []string{"tenant_id", "client_id", "client_secret", "certificate_file", "send_x5c",
-		"managed_identity_client_id", "managed_identity_resource_id", "token"} {
-		if set[k] && !contains(required, k) && !contains(allowed, k) {
-			errs.add(k, "not used with method %s: remove it or change method", c.Method)
-		}
-	}
-	if strings.Contains(c.TenantID, "/") {
-		errs.add("tenant_id", "must be a tenant id or domain, not a URL (set authority_url for another authority)")
 	}
 	return errs.join()
 }
 
-// validateRetry checks the retry section.
-func validateRetry(c pushapi.RetryConfig) error {
-	var errs errorList
-	if c.InitialBackoff <= 0 {
-		errs.add("initial_backoff", "must be a positive duration, got %s", c.InitialBackoff)
-	}
-	if c.MaxBackoff < c.InitialBackoff {
-		errs.add("max_backoff", "must be at least initial_backoff (%s), got %s", c.InitialBackoff, c.MaxBackoff)
-	}
-	if c.MaxRetryAfter <= 0 {
-		errs.add("max_retry_after", "must be a positive duration, got %s", c.MaxRetryAfter)
-	}
-	if c.MaxElapsed < 0 {
-		errs.add("max_elapsed", "must be 0 (retry until shutdown) or a positive duration, got %s", c.MaxElapsed)
-	}
-	return errs.join()
-}
-
-// validateBatch checks a batch section against Power BI's request limits.
+// validateBatch checks a batch section: with batcher's own Validate when it
+// has one, else against Power BI's request limits with the same messages.
 func validateBatch(c batcher.Config) error {
+	if v, ok := any(c).(interface{ Validate() error }); ok {
+		return v.Validate()
+	}
 	var errs errorList
 	if c.MaxRows < 1 || c.MaxRows > maxRowsPerRequest {
 		errs.add("max_rows", "must be 1..%d, got %d", maxRowsPerRequest, c.MaxRows)
 	}
-	if c.MaxBytes < 1024 || c.MaxBytes > maxBytesPerRequest {
-		errs.add("max_bytes", "must be 1024..%d, got %d", maxBytesPerRequest, c.MaxBytes)
+	if c.MaxBytes < 1 || c.MaxBytes > maxBytesPerRequest {
+		errs.add("max_bytes", "must be 1..%d, got %d", maxBytesPerRequest, c.MaxBytes)
 	}
-	if c.Linger <= 0 || c.Linger > time.Hour {
-		errs.add("linger", "must be a duration in (0, 1h], got %s", c.Linger)
-	}
-	return errs.join()
-}
-
-// validateLimits checks a limits section. Values above Power BI's quotas
-// are allowed (for the emulator with quotas raised), values below 1 are not.
-func validateLimits(c pushapi.Limits) error {
-	var errs errorList
-	for _, f := range []struct {
-		key   string
-		value int
-	}{
-		{"requests_per_minute", c.RequestsPerMinute},
-		{"rows_per_hour", c.RowsPerHour},
-		{"max_in_flight", c.MaxInFlight},
-		{"large_table_rows", c.LargeTableRows},
-		{"large_table_requests_per_hour", c.LargeTableRequestsPerHour},
-	} {
-		if f.value < 1 {
-			errs.add(f.key, "must be at least 1, got %d", f.value)
-		}
-	}
-	if c.InitialTableRows < 0 {
-		errs.add("initial_table_rows", "must be 0 or more, got %d", c.InitialTableRows)
+	if c.Linger <= 0 {
+		errs.add("linger", "must be > 0, got %s", c.Linger)
 	}
 	return errs.join()
 }
 
-// validateTarget checks a target section; servicePrincipal says whether the
-// auth method is an app identity, which cannot use My workspace.
-func validateTarget(t pushapi.Target, method string) error {
+// validateTarget checks a target section.
+func validateTarget(t pushapi.Target) error {
 	var errs errorList
 	switch {
 	case t.DatasetID == "" && t.DatasetName == "":
@@ -247,9 +125,6 @@ func validateTarget(t pushapi.Target, method string) error {
 	}
 	if t.WorkspaceID != "" && !isUUID(t.WorkspaceID) {
 		errs.add("workspace_id", "must be a workspace id (a UUID such as f089354e-8366-4e18-aea3-4cb4a3a50b48), got %q", t.WorkspaceID)
-	}
-	if t.WorkspaceID == "" && (method == AuthClientSecret || method == AuthClientCertificate || method == AuthManagedIdentity) {
-		errs.add("workspace_id", "required with auth method %s: service principals cannot use My workspace", method)
 	}
 	if t.Table == "" {
 		errs.add("table", "required")
@@ -274,19 +149,6 @@ func checkTableName(name string) string {
 		}
 	}
 	return ""
-}
-
-// checkURL reports whether s is an absolute http(s) URL (https only when
-// httpsOnly).
-func checkURL(s string, httpsOnly bool) error {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && (httpsOnly || u.Scheme != "http")) {
-		if httpsOnly {
-			return fmt.Errorf("must be an https URL such as https://login.microsoftonline.com (MSAL accepts only https authorities), got %q", s)
-		}
-		return fmt.Errorf("must be an http or https URL such as https://api.powerbi.com, got %q", s)
-	}
-	return nil
 }
 
 // isUUID reports whether s has the 8-4-4-4-12 hex form of a UUID.
@@ -332,4 +194,11 @@ func prefixErrors(section string, err error) errorList {
 		return out
 	}
 	return errorList{fmt.Errorf("%s.%w", section, err)}
+}
+
+// isServicePrincipal reports whether an auth method signs in as an app
+// identity, which cannot use My workspace.
+func isServicePrincipal(method string) bool {
+	return method == pushapi.AuthClientSecret || method == pushapi.AuthClientCertificate ||
+		method == pushapi.AuthManagedIdentity
 }
