@@ -451,3 +451,25 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenFileIsCheckedButKept(t *testing.T) {
+	doc := func(file string) string {
+		return "powerbi:\n  auth:\n    method: static_token\n    token_file: " + file + "\n" +
+			"pipelines:\n  - name: p\n    source: {type: stdin}\n    schema: {columns: [{name: v, type: String}]}\n" +
+			"    target: {dataset_name: D, table: T}\n"
+	}
+	files := map[string]string{"/run/token": "eyJ0eXAi\n"}
+	cfg, err := testOptions(nil, files).Parse([]byte(doc("/run/token")), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pushapi re-reads token_file when it changes, so the path stays and
+	// the token is not copied.
+	if a := cfg.PowerBI.Auth; a.TokenFile != "/run/token" || a.Token != "" {
+		t.Errorf("auth = token %q, token_file %q; want the path kept and no token", a.Token.Reveal(), a.TokenFile)
+	}
+	_, err = testOptions(nil, files).Parse([]byte(doc("/run/missing")), "t.yaml")
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:4: powerbi.auth.token_file: cannot read the secret") {
+		t.Errorf("got %v, want an unreadable token_file at line 4", err)
+	}
+}
