@@ -93,9 +93,10 @@ func newTestKafka(t *testing.T, cfg KafkaConfig, opts KafkaOptions) *Kafka {
 
 // produce writes perPartition records to each of the 3 partitions, with
 // values {"p":P,"i":I}, starting at I = from.
-func produce(t *testing.T, c *kfake.Cluster, from, perPartition int) {
+func produce(t *testing.T, c *kfake.Cluster, from, perPartition int, opts ...kgo.Opt) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	opts = append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatalf("kgo client: %v", err)
 	}
@@ -401,4 +402,107 @@ func TestKafkaGroupMembersSharePartitions(t *testing.T) {
 		}
 	}
 	t.Logf("%d records, members read partitions %v and %v, %d duplicates from the rebalance", 3*total, byMember[0], byMember[1], duplicates)
+}
+
+// TestKafkaRebalanceCommitsAckedAndRedeliversUnacked holds acks in one
+// member while a second joins: after the rebalance the second member starts
+// its partitions at the first unacked offset, and the first member's late
+// acks are still committed.
+func TestKafkaRebalanceCommitsAckedAndRedeliversUnacked(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t)
+	produce(t, c, 0, 30)
+	const group = "g-rebalance"
+	cfg := testKafkaConfig(c, group)
+
+	a := newTestKafka(t, cfg, testKafkaOptions(t))
+	var held []readEvent
+	for _, e := range readN(t, a, 90) {
+		if e.ev.Meta.Offset < 10 {
+			e.ack(nil)
+		} else {
+			held = append(held, e)
+		}
+	}
+	waitCommitted(t, c, group, map[int32]int64{0: 10, 1: 10, 2: 10})
+
+	// b joins; the group rebalances and b gets one or two partitions.
+	b := newTestKafka(t, cfg, testKafkaOptions(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var bRead []readEvent
+	gate := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			ev, ack, err := b.Read(ctx)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			bRead = append(bRead, readEvent{ev, ack})
+			open := false
+			select {
+			case <-gate:
+				open = true
+			default:
+			}
+			mu.Unlock()
+			if open {
+				ack(nil)
+			}
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(bRead)
+		mu.Unlock()
+		if n >= 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second member read %d records, want at least 20", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// a acknowledges the rest late, after losing some partitions.
+	for _, e := range held {
+		e.ack(nil)
+	}
+	mu.Lock()
+	close(gate) // from now on b's reader acks; what it read before is acked here
+	for _, e := range bRead {
+		e.ack(nil)
+	}
+	mu.Unlock()
+	waitCommitted(t, c, group, map[int32]int64{0: 30, 1: 30, 2: 30})
+	cancel()
+	<-done
+
+	mu.Lock()
+	defer mu.Unlock()
+	byPartition := map[int][]int64{}
+	for _, e := range bRead {
+		byPartition[e.ev.Meta.Partition] = append(byPartition[e.ev.Meta.Partition], e.ev.Meta.Offset)
+	}
+	if len(byPartition) == 0 || len(byPartition) == 3 {
+		t.Fatalf("second member read partitions %v, want one or two of three", byPartition)
+	}
+	for p, offs := range byPartition {
+		sort.Slice(offs, func(i, j int) bool { return offs[i] < offs[j] })
+		if offs[0] != 10 || offs[len(offs)-1] != 29 {
+			t.Errorf("partition %d: second member read offsets %d..%d, want 10..29 (acked ones not again, unacked ones again)", p, offs[0], offs[len(offs)-1])
+		}
+	}
+	t.Logf("second member read %d records from partitions %v", len(bRead), func() []int {
+		var ps []int
+		for p := range byPartition {
+			ps = append(ps, p)
+		}
+		sort.Ints(ps)
+		return ps
+	}())
 }
