@@ -145,19 +145,20 @@ func TestInFlight(t *testing.T) {
 	}
 }
 
-// TestRowsPerHour: the documented 1,000,000 rows an hour, then 429 with a
-// Retry-After that frees enough rows.
+// TestRowsPerHour: the rows budget (1,000,000 an hour, scaled down to
+// 10,000 so the test stays fast under -race), then 429 with a Retry-After
+// that frees enough rows.
 func TestRowsPerHour(t *testing.T) {
-	e := start(t, nil)
+	e := start(t, func(c *Config) { c.Limits.RowsPerWindow = 10_000 })
 	id := e.dataset("")
-	body := rowsBody(0, 10_000)
+	body := rowsBody(0, 100)
 	for i := range 100 {
 		wantStatus(t, e.do("POST", rowsPath(id, "T"), body), http.StatusOK)
 		if i%2 == 1 {
 			e.clock.Advance(time.Minute) // 100 requests in 50 minutes: under 120 a minute
 		}
 	}
-	// 1,000,000 rows accepted at t0 … t0+49m; now t0+50m
+	// 10,000 rows accepted at t0 … t0+49m; now t0+50m
 	r := e.post(id, 0, 1)
 	wantError(t, r, http.StatusTooManyRequests, "TooManyRequests")
 	if !strings.Contains(string(r.body), "rows per hour") {
@@ -167,10 +168,10 @@ func TestRowsPerHour(t *testing.T) {
 		t.Fatalf("Retry-After = %d, want 600", got)
 	}
 	e.clock.Advance(10 * time.Minute)
-	wantStatus(t, e.post(id, 0, 10_000), http.StatusOK)
-	wantStatus(t, e.post(id, 0, 10_000), http.StatusOK) // the two posts of t0 left the window
+	wantStatus(t, e.post(id, 0, 100), http.StatusOK)
+	wantStatus(t, e.post(id, 0, 100), http.StatusOK) // the two posts of t0 left the window
 	wantError(t, e.post(id, 0, 1), http.StatusTooManyRequests, "TooManyRequests")
-	if got := e.s.Stats().Datasets[id].RowsAccepted; got != 1_020_000 {
+	if got := e.s.Stats().Datasets[id].RowsAccepted; got != 10_200 {
 		t.Fatalf("rows accepted = %d", got)
 	}
 }
@@ -211,20 +212,20 @@ func TestLargeTableRule(t *testing.T) {
 // TestRetention: basicFIFO keeps the newest rows; None stops at its cap.
 func TestRetention(t *testing.T) {
 	t.Run("basicFIFO keeps the newest", func(t *testing.T) {
-		e := start(t, func(c *Config) { c.Limits.FIFORows = 200_000 })
+		// 200,000 scaled down to 2,000
+		e := start(t, func(c *Config) { c.Limits.FIFORows = 2_000 })
 		id := e.dataset(RetentionBasicFIFO)
 		for i := range 21 {
-			wantStatus(t, e.post(id, i*10_000, 10_000), http.StatusOK)
-			e.clock.Advance(time.Minute)
+			wantStatus(t, e.post(id, i*100, 100), http.StatusOK)
 		}
 		rows := e.s.Rows(id, "T")
-		if len(rows) != 200_000 {
-			t.Fatalf("table holds %d rows, want 200000", len(rows))
+		if len(rows) != 2_000 {
+			t.Fatalf("table holds %d rows, want 2000", len(rows))
 		}
-		if string(rows[0]) != `{"n":10000}` || string(rows[len(rows)-1]) != `{"n":209999}` {
+		if string(rows[0]) != `{"n":100}` || string(rows[len(rows)-1]) != `{"n":2099}` {
 			t.Fatalf("first %s last %s", rows[0], rows[len(rows)-1])
 		}
-		if got := e.s.Stats().Datasets[id].RowsAccepted; got != 210_000 {
+		if got := e.s.Stats().Datasets[id].RowsAccepted; got != 2_100 {
 			t.Fatalf("rows accepted = %d", got)
 		}
 	})
