@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -505,4 +506,79 @@ func TestKafkaRebalanceCommitsAckedAndRedeliversUnacked(t *testing.T) {
 		sort.Ints(ps)
 		return ps
 	}())
+}
+
+// TestKafkaLagGrowsWhilePaused blocks fetching with MaxUnacked and checks
+// that the lag metric still follows what is produced (from ListOffsets).
+func TestKafkaLagGrowsWhilePaused(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t)
+	produce(t, c, 0, 10)
+	opts := testKafkaOptions(t)
+	opts.Metrics = NewKafkaMetrics(prometheus.NewRegistry())
+	opts.MaxUnacked = 1
+	opts.LagInterval = 50 * time.Millisecond
+	k := newTestKafka(t, testKafkaConfig(c, "g-lag"), opts)
+	first := readN(t, k, 1)[0] // never acked: fetching stays paused
+	partition := strconv.Itoa(first.ev.Meta.Partition)
+	lag := opts.Metrics.lag.WithLabelValues("g-lag", testTopic, partition)
+
+	produce(t, c, 10, 40) // 50 records in each partition now
+	want := 50 - float64(first.ev.Meta.Offset)
+	deadline := time.Now().Add(15 * time.Second)
+	for testutil.ToFloat64(lag) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("lag of partition %s = %v, want %v", partition, testutil.ToFloat64(lag), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(opts.Metrics.unacked.WithLabelValues("g-lag")); got != 1 {
+		t.Fatalf("unacked = %v, want 1", got)
+	}
+}
+
+// BenchmarkKafkaRead measures the source alone: fetch, track and ack
+// records from an in-process cluster (run with -benchtime=Nx, N records).
+func BenchmarkKafkaRead(b *testing.B) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, testTopic))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	value := []byte(`{"device":"sensor-0042","ts":"2026-01-02T03:04:05Z","temp":21.5,"humidity":40}`)
+	for i := 0; i < b.N; i++ {
+		cl.Produce(context.Background(), &kgo.Record{Topic: testTopic, Value: value}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	if err := cl.Flush(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	cl.Close()
+	cfg := DefaultConfig().Kafka
+	cfg.Brokers = c.ListenAddrs()
+	cfg.Topics = []string{testTopic}
+	cfg.GroupID = "bench"
+	k, err := NewKafka(cfg, KafkaOptions{Metrics: NewKafkaMetrics(nil)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer k.Close(context.Background())
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(value)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, ack, err := k.Read(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ack(nil)
+	}
 }
