@@ -153,8 +153,11 @@ func numeric(v val, sc *scratch, t colType) (text []byte, strict bool, f failure
 }
 
 func kindName(v val) string {
-	if v.kind == kTrue || v.kind == kFalse || v.kind == kObject || v.kind == kArray {
+	switch v.kind {
+	case kTrue, kFalse, kArray:
 		return "a " + v.kind.String()
+	case kObject:
+		return "an object"
 	}
 	return v.kind.String()
 }
@@ -201,10 +204,15 @@ func writeDouble(dst, text []byte, strict bool) ([]byte, failure) {
 		if !errors.Is(err, strconv.ErrRange) || math.IsInf(f, 0) {
 			return dst, fail(RuleRange, "%s is beyond the Double range", snippet(text))
 		}
-		strict = false // underflow: write the rounded value
+		strict = false // write the rounded value
 	}
 	if f == math.MaxFloat64 || f == -math.MaxFloat64 {
 		return dst, fail(RuleRange, "%s is Double.MaxValue or MinValue, which Power BI rejects", snippet(text))
+	}
+	if f == 0 {
+		// Also catches underflow ("1e-400"), which ParseFloat rounds to 0
+		// silently; write the value Power BI will store.
+		return append(dst, '0'), failure{}
 	}
 	if strict {
 		return append(dst, text...), failure{}
