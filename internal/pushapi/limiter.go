@@ -36,47 +36,92 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// windowLimiter returns a token bucket that never lets more than quota
-// events happen in any window of length window (sliding, both ends
-// included), given that every event takes its tokens at the moment it
-// happens.
-//
-// A bucket with burst B refilled at r per second allows at most B + r·W
-// events in any span W: B saved up at the start plus what refills during it.
-// Choosing r = (quota − B)/W makes that bound exactly the quota; a small B
-// keeps the pace smooth and wastes little (B = 1 for requests uses
-// (quota−1)/quota of the quota). When quota ≤ B no such rate exists and the
-// bucket refills at quota/W, which can exceed the quota by the burst once.
-func windowLimiter(quota, burst int, window time.Duration) *rate.Limiter {
-	per := float64(quota - burst)
-	if per <= 0 {
-		per = float64(quota)
-	}
-	return rate.NewLimiter(rate.Limit(per/window.Seconds()), burst)
+// windowMargin is added to every quota window on the client side: Power BI
+// (and the emulator) count requests when they arrive, and two requests sent
+// exactly one window apart may arrive less than a window apart when the
+// second travels faster. The margin absorbs that jitter for 2% of the
+// quota at most (10ms for tiny test windows, 1s for a minute or more).
+func windowMargin(w time.Duration) time.Duration {
+	return min(max(w/50, 10*time.Millisecond), time.Second)
 }
 
-// rowsBurst is the rows bucket's size: big enough for a full request
-// (10,000 rows) under the default quota, at most half the hourly quota so
-// the refill rate stays meaningful for small configured quotas.
-func rowsBurst(rowsPerHour int) int {
-	return max(1, min(MaxRowsPerRequest, rowsPerHour/2))
+// bucket returns the token bucket that paces a quota evenly: quota tokens
+// per window, burst tokens at most. It smooths the flow; the sliding window
+// beside it (window) is what guarantees the quota.
+func bucket(quota int, window time.Duration, burst int) *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(float64(quota)/window.Seconds()), burst)
+}
+
+// window is a sliding window of weighted events, oldest first: it admits an
+// event of weight n at t only if the events in (t-length, t] weigh at most
+// limit-n together with it. This is the stricter reading of "per minute"
+// (a fixed window is always satisfied by it), and the emulator's model.
+type window struct {
+	length time.Duration
+	limit  int
+	at     []time.Time
+	n      []int
+	head   int
+	sum    int
+}
+
+func newWindow(limit int, length time.Duration) *window {
+	return &window{length: length, limit: limit}
+}
+
+func (w *window) prune(now time.Time) {
+	cut := now.Add(-w.length)
+	for w.head < len(w.at) && !w.at[w.head].After(cut) {
+		w.sum -= w.n[w.head]
+		w.head++
+	}
+	switch {
+	case w.head == len(w.at):
+		w.at, w.n, w.head = w.at[:0], w.n[:0], 0
+	case w.head > 64 && w.head > len(w.at)/2:
+		k := copy(w.at, w.at[w.head:])
+		copy(w.n, w.n[w.head:])
+		w.at, w.n, w.head = w.at[:k], w.n[:k], 0
+	}
+}
+
+// delay is how long until an event of weight n fits (0: now). A weight
+// above the limit is treated as the limit: it waits for an empty window.
+func (w *window) delay(now time.Time, n int) time.Duration {
+	w.prune(now)
+	n = min(n, w.limit)
+	need := w.sum + n - w.limit
+	if need <= 0 {
+		return 0
+	}
+	freed := 0
+	for i := w.head; i < len(w.at); i++ {
+		freed += w.n[i]
+		if freed >= need {
+			return w.at[i].Add(w.length).Sub(now) + time.Nanosecond
+		}
+	}
+	return w.length
+}
+
+func (w *window) add(now time.Time, n int) {
+	w.at = append(w.at, now)
+	w.n = append(w.n, n)
+	w.sum += n
 }
 
 // datasetLimiter keeps one dataset under its quotas; its tables share it.
 //
-// Waiters pass through a gate one at a time, and a request takes its tokens
-// (from the request and row buckets at once) only when both have enough, at
-// the instant it leaves the gate to be sent. So the time a token is taken is
-// the time the request goes out, which is what makes windowLimiter's bound
-// hold for what Power BI sees (up to network jitter smaller than the gap
-// between two requests).
-//
-// The large-table rule is kept with a log of the last
-// LargeTableRequestsPerHour send times rather than a bucket: the hourly
-// quota starts in the middle of a stream, and the requests sent before it
-// applies still count in Power BI's window (and in the emulator's), which a
-// bucket cannot remember. Once the rule is in force a request waits until
-// the oldest logged send has left the window.
+// Each quota (requests per window, rows per window, and requests per hour
+// under the large-table rule) is kept by a sliding window of the sends made,
+// counted over the quota's window plus windowMargin. Requests and rows are
+// also paced by token buckets (golang.org/x/time/rate) at quota/window with
+// a burst of one request and one full batch, so the flow is even rather
+// than a burst at the start of each window. Waiters pass through a gate one
+// at a time, and a request records itself in every window and takes its
+// tokens at the instant it leaves the gate to be sent: the recorded times
+// are the send times, so no window of the quota's length ever holds more
+// than the quota (see the package tests).
 type datasetLimiter struct {
 	id       string
 	limits   Limits
@@ -85,11 +130,12 @@ type datasetLimiter struct {
 	burst    int // rows bucket size
 
 	mu          sync.Mutex
-	requests    *rate.Limiter
-	rows        *rate.Limiter
-	sends       []time.Time // ring of the last LargeTableRequestsPerHour send times
-	next        int         // ring position of the oldest send once full
-	large       bool        // a table reached LargeTableRows (sticky)
+	reqBucket   *rate.Limiter
+	rowsBucket  *rate.Limiter
+	reqWindow   *window
+	rowsWindow  *window
+	largeWindow *window // every send, checked once the large-table rule applies
+	large       bool    // a table reached LargeTableRows (sticky)
 	pausedUntil time.Time
 	posted      map[string]int64 // rows accepted per table, since start or DeleteRows
 	pending     map[string]int64 // rows in flight per table
@@ -97,24 +143,30 @@ type datasetLimiter struct {
 
 func newDatasetLimiter(id string, l Limits) *datasetLimiter {
 	l = l.WithDefaults()
-	d := &datasetLimiter{
-		id:       id,
-		limits:   l,
-		inFlight: make(chan struct{}, l.MaxInFlight),
-		gate:     make(chan struct{}, 1),
-		burst:    rowsBurst(l.RowsPerHour),
-		requests: windowLimiter(l.RequestsPerMinute, 1, l.RequestWindow),
-		sends:    make([]time.Time, 0, l.LargeTableRequestsPerHour),
-		posted:   make(map[string]int64),
-		pending:  make(map[string]int64),
+	rw := l.RequestWindow + windowMargin(l.RequestWindow)
+	ow := l.RowsWindow + windowMargin(l.RowsWindow)
+	lw := l.LargeTableWindow + windowMargin(l.LargeTableWindow)
+	burst := max(1, min(MaxRowsPerRequest, l.RowsPerHour))
+	return &datasetLimiter{
+		id:          id,
+		limits:      l,
+		inFlight:    make(chan struct{}, l.MaxInFlight),
+		gate:        make(chan struct{}, 1),
+		burst:       burst,
+		reqBucket:   bucket(l.RequestsPerMinute, rw, 1),
+		rowsBucket:  bucket(l.RowsPerHour, ow, burst),
+		reqWindow:   newWindow(l.RequestsPerMinute, rw),
+		rowsWindow:  newWindow(l.RowsPerHour, ow),
+		largeWindow: newWindow(l.LargeTableRequestsPerHour, lw),
+		posted:      make(map[string]int64),
+		pending:     make(map[string]int64),
 	}
-	d.rows = windowLimiter(l.RowsPerHour, d.burst, l.RowsWindow)
-	return d
 }
 
 // largeLocked reports whether a request to table falls under the
 // large-table rule: some table already reached LargeTableRows, or this one
-// will have once the rows in flight to it land.
+// will have once the rows in flight to it land. The requests sent before
+// the rule applied count in its window, as they do in Power BI's.
 func (d *datasetLimiter) largeLocked(table string) bool {
 	if d.limits.LargeTableRows < 0 {
 		return false
@@ -125,24 +177,6 @@ func (d *datasetLimiter) largeLocked(table string) bool {
 	return d.posted[table]+d.pending[table]+int64(d.limits.InitialTableRows) >= int64(d.limits.LargeTableRows)
 }
 
-// largeDelayLocked is how long until one more request fits the large-table
-// window.
-func (d *datasetLimiter) largeDelayLocked(now time.Time) time.Duration {
-	if len(d.sends) < cap(d.sends) {
-		return 0
-	}
-	return d.sends[d.next].Add(d.limits.LargeTableWindow).Sub(now)
-}
-
-func (d *datasetLimiter) logSendLocked(now time.Time) {
-	if len(d.sends) < cap(d.sends) {
-		d.sends = append(d.sends, now)
-		return
-	}
-	d.sends[d.next] = now
-	d.next = (d.next + 1) % len(d.sends)
-}
-
 // isLarge reports whether the 250,000-row rule is in force for the dataset.
 func (d *datasetLimiter) isLarge() bool {
 	d.mu.Lock()
@@ -150,11 +184,11 @@ func (d *datasetLimiter) isLarge() bool {
 	return d.large
 }
 
-// acquire waits, in ctx, for an in-flight slot, the end of any pause, one
-// request token, the batch's row tokens and (under the large-table rule)
-// room in the hourly window, then takes them. release gives the in-flight
-// slot back; call addRows before it when the rows were accepted. A batch
-// larger than the row bucket takes the whole bucket (it must not wait
+// acquire waits, in ctx, for an in-flight slot, the end of any pause, and
+// room in every quota for one request of rows rows, then takes it. release
+// gives the in-flight slot back; call addRows before it when the rows were
+// accepted. A batch larger than the row bucket takes the whole bucket, and
+// one larger than the row quota waits for an empty window (neither may wait
 // forever).
 func (d *datasetLimiter) acquire(ctx context.Context, clock Clock, table string, rows int, m *Metrics) (release func(), err error) {
 	start := clock.Now()
@@ -170,23 +204,32 @@ func (d *datasetLimiter) acquire(ctx context.Context, clock Clock, table string,
 		return nil, context.Cause(ctx)
 	}
 	defer func() { <-d.gate }()
-	n := min(max(rows, 1), d.burst)
+	rows = max(rows, 1)
+	n := min(rows, d.burst)
 	for {
 		now := clock.Now()
 		d.mu.Lock()
 		wait := d.pausedUntil.Sub(now)
 		if wait <= 0 {
-			wait = max(tokenDelay(d.requests, 1, now), tokenDelay(d.rows, n, now))
+			wait = max(tokenDelay(d.reqBucket, 1, now), tokenDelay(d.rowsBucket, n, now),
+				d.reqWindow.delay(now, 1), d.rowsWindow.delay(now, rows))
 			if d.largeLocked(table) {
-				wait = max(wait, d.largeDelayLocked(now))
+				wait = max(wait, d.largeWindow.delay(now, 1))
 			}
 			// Nothing else takes tokens while the gate is held, so both
 			// buckets hold what tokenDelay saw.
-			if wait <= 0 && d.requests.AllowN(now, 1) && d.rows.AllowN(now, n) {
-				d.logSendLocked(now)
+			if wait <= 0 && d.reqBucket.AllowN(now, 1) && d.rowsBucket.AllowN(now, n) {
+				d.reqWindow.add(now, 1)
+				d.rowsWindow.add(now, rows)
+				if d.limits.LargeTableRows >= 0 {
+					d.largeWindow.prune(now)
+					d.largeWindow.add(now, 1)
+				}
 				d.pending[table] += int64(rows)
-				m.quota(d.id, d.requests.TokensAt(now), d.rows.TokensAt(now))
+				reqLeft := float64(d.reqWindow.limit - d.reqWindow.sum)
+				rowsLeft := float64(d.rowsWindow.limit - d.rowsWindow.sum)
 				d.mu.Unlock()
+				m.quota(d.id, reqLeft, rowsLeft)
 				m.waited(d.id, now.Sub(start))
 				m.inFlightAdd(d.id, 1)
 				return func() {
@@ -229,13 +272,6 @@ func (d *datasetLimiter) pause(until time.Time) {
 	if until.After(d.pausedUntil) {
 		d.pausedUntil = until
 	}
-}
-
-// pausedUntilTime returns the end of the current pause (zero when none).
-func (d *datasetLimiter) pausedUntilTime() time.Time {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.pausedUntil
 }
 
 // addRows counts rows accepted into table and applies the 250,000-row rule.
