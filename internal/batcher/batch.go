@@ -1,0 +1,92 @@
+package batcher
+
+import "encoding/json"
+
+// Body framing of a Power BI "post rows" request: {"rows":[row,row,...]}.
+const (
+	bodyOpen  = `{"rows":[`
+	bodyClose = `]}`
+	// BodyOverhead is the size of the framing around the rows of a body.
+	BodyOverhead = len(bodyOpen) + len(bodyClose)
+)
+
+// Batch is a group of rows for one table, sent in one request. Rows[i] came
+// from the event that Trackers[i] follows, so a failed row can be traced to
+// its event (for the dead letter) and every event acked when its rows are
+// settled.
+//
+// A batch is owned by one goroutine at a time: the batcher until it sends it
+// on its out channel, the receiver afterwards.
+type Batch struct {
+	// Rows are encoded JSON objects, one per row.
+	Rows []json.RawMessage
+	// Trackers[i] follows the event that Rows[i] came from.
+	Trackers []*Tracker
+	// Bytes is the exact length of the body that AppendBody writes:
+	// {"rows":[ + the rows joined by commas + ]}.
+	Bytes int
+}
+
+// Len returns the number of rows.
+func (b *Batch) Len() int { return len(b.Rows) }
+
+// AppendBody appends the request body {"rows":[...]} to dst; it adds exactly
+// b.Bytes bytes.
+func (b *Batch) AppendBody(dst []byte) []byte {
+	dst = append(dst, bodyOpen...)
+	for i, r := range b.Rows {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, r...)
+	}
+	return append(dst, bodyClose...)
+}
+
+// Done settles every row of the batch: err nil when Power BI accepted them
+// (or they were dead-lettered), else the error their events are acked with.
+// Call it, or RowDone for each row, once per row; never both for a row.
+func (b *Batch) Done(err error) {
+	// Rows of one event usually sit side by side: settle each run at once.
+	for i := 0; i < len(b.Trackers); {
+		t := b.Trackers[i]
+		j := i + 1
+		for j < len(b.Trackers) && b.Trackers[j] == t {
+			j++
+		}
+		t.settle(int64(j-i), err)
+		i = j
+	}
+}
+
+// RowDone settles row i alone, as Done does for the whole batch.
+func (b *Batch) RowDone(i int, err error) { b.Trackers[i].settle(1, err) }
+
+// Split halves the batch, to isolate a bad row after Power BI rejected the
+// whole request (400 or 413). The halves share the parent's arrays, so use
+// them instead of the parent, never as well. A batch of fewer than two rows
+// is returned as it is, with a nil second half.
+func (b *Batch) Split() (*Batch, *Batch) {
+	n := len(b.Rows)
+	if n < 2 {
+		return b, nil
+	}
+	h := n / 2
+	first := &Batch{Rows: b.Rows[:h:h], Trackers: b.Trackers[:h:h]}
+	second := &Batch{Rows: b.Rows[h:], Trackers: b.Trackers[h:]}
+	first.Bytes = bodyBytes(first.Rows)
+	second.Bytes = b.Bytes - first.Bytes + BodyOverhead - 1 // the comma between the halves
+	return first, second
+}
+
+// bodyBytes is the encoded body length of rows.
+func bodyBytes(rows []json.RawMessage) int {
+	n := BodyOverhead
+	for i, r := range rows {
+		if i > 0 {
+			n++
+		}
+		n += len(r)
+	}
+	return n
+}

@@ -1,0 +1,76 @@
+package batcher
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/pushd/pushd/internal/source"
+)
+
+// Tracker follows one event through the batches that hold its rows and acks
+// it once, when the last of them is settled.
+//
+// The pipeline makes one per event (NewTracker), passes it to Batcher.Add with
+// each row made from the event, and calls Seal when it has added them all
+// (after writing any rows it could not map to the dead letter). Rows are
+// settled by Batch.Done or Batch.RowDone. The source's Ack runs exactly once,
+// when the tracker is sealed and every added row is settled: with nil if
+// every row was settled with nil (accepted or dead-lettered), else with the
+// first error given. An event that yields no rows acks at Seal.
+type Tracker struct {
+	event source.Event
+	ack   source.Ack
+	// pending counts added rows not yet settled, plus one until Seal: the
+	// bias keeps the count above zero while rows may still be added.
+	pending atomic.Int64
+	mu      sync.Mutex // guards err
+	err     error
+}
+
+// NewTracker returns a tracker for ev that calls ack (which may be nil) when
+// the event is done.
+func NewTracker(ev source.Event, ack source.Ack) *Tracker {
+	t := &Tracker{event: ev, ack: ack}
+	t.pending.Store(1)
+	return t
+}
+
+// Event returns the event being tracked, for dead-letter entries: its Data
+// stays valid until the event is acked.
+func (t *Tracker) Event() source.Event { return t.event }
+
+// Seal says that every row of the event has been added. It acks the event at
+// once if no row is pending. Call it exactly once.
+func (t *Tracker) Seal() { t.settle(1, nil) }
+
+// add counts one more row; the batcher calls it when a row joins a batch.
+func (t *Tracker) add() {
+	if t.pending.Add(1) == 1 {
+		panic("batcher: row added to a Tracker whose event was already acked (Seal called too early?)")
+	}
+}
+
+// settle marks n rows (or the seal) as done, recording err if it is the
+// first failure, and acks when nothing is pending.
+func (t *Tracker) settle(n int64, err error) {
+	if err != nil {
+		t.mu.Lock()
+		if t.err == nil {
+			t.err = err
+		}
+		t.mu.Unlock()
+	}
+	left := t.pending.Add(-n)
+	if left > 0 {
+		return
+	}
+	if left < 0 {
+		panic("batcher: Tracker settled more times than rows were added (row settled twice or Seal called twice)")
+	}
+	t.mu.Lock()
+	err = t.err
+	t.mu.Unlock()
+	if t.ack != nil {
+		t.ack(err)
+	}
+}
