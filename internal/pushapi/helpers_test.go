@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 )
 
 // fakeTokens hands out token-1, token-2, ... and renews after Invalidate.
@@ -194,3 +197,18 @@ func maxInWindow(at []time.Time, weight []int, w time.Duration) int {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+type unmarshalFunc func([]byte) error
+
+func (f unmarshalFunc) Unmarshal(b []byte) error { return f(b) }
+
+type marshalFunc func() ([]byte, error)
+
+func (f marshalFunc) Marshal() ([]byte, error) { return f() }
+
+var (
+	cacheExportHints  = cache.ExportHints{}
+	cacheReplaceHints = cache.ReplaceHints{}
+)
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
