@@ -25,6 +25,8 @@ type Tracker struct {
 	pending atomic.Int64
 	mu      sync.Mutex // guards err
 	err     error
+	// deadLettered turns a nil ack into source.ErrDeadLettered.
+	deadLettered atomic.Bool
 }
 
 // NewTracker returns a tracker for ev that calls ack (which may be nil) when
@@ -42,6 +44,12 @@ func (t *Tracker) Event() source.Event { return t.event }
 // Seal says that every row of the event has been added. It acks the event at
 // once if no row is pending. Call it exactly once.
 func (t *Tracker) Seal() { t.settle(1, nil) }
+
+// MarkDeadLettered records that some of the event went to the dead letter
+// instead of its table. If nothing else fails, the event is then acked with
+// source.ErrDeadLettered, which sources count as done (it is committed and
+// never comes again) and report apart from accepted events.
+func (t *Tracker) MarkDeadLettered() { t.deadLettered.Store(true) }
 
 // add counts one more row; the batcher calls it when a row joins a batch.
 func (t *Tracker) add() {
@@ -70,6 +78,9 @@ func (t *Tracker) settle(n int64, err error) {
 	t.mu.Lock()
 	err = t.err
 	t.mu.Unlock()
+	if err == nil && t.deadLettered.Load() {
+		err = source.ErrDeadLettered
+	}
 	if t.ack != nil {
 		t.ack(err)
 	}

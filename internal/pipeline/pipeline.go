@@ -1,0 +1,441 @@
+// Package pipeline wires one configured pipeline: it reads events from a
+// source, maps them to rows, batches the rows, sends the batches with a
+// bounded number of requests in flight, writes what cannot be delivered to
+// the dead letter and acks every event once all its rows are settled.
+//
+// Shutdown happens in two steps: when the run context ends, reading stops,
+// the current batch is flushed and the batches in hand are sent; when the
+// shutdown timeout passes as well, sending is cancelled. Events whose rows
+// were not delivered are acked with an error, so the source does not commit
+// them and they come again after a restart.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pushd/pushd/internal/batcher"
+	"github.com/pushd/pushd/internal/pushapi"
+	"github.com/pushd/pushd/internal/schema"
+	"github.com/pushd/pushd/internal/source"
+)
+
+// ErrShutdownTimeout is returned by Run when sends were still in flight at
+// the end of the shutdown timeout and had to be cancelled.
+var ErrShutdownTimeout = errors.New("shutdown timeout passed with rows still unsent")
+
+// DeadLetter takes the events, or the parts of events, that cannot be
+// delivered. Write must not block the stream for long; an error stops the
+// pipeline rather than lose the event.
+type DeadLetter interface {
+	Write(ctx context.Context, r Rejection) error
+}
+
+// Rejection is one event (or one object of an array event, or one row)
+// that goes to the dead letter, with why.
+type Rejection struct {
+	Pipeline string
+	Event    source.Event
+	// Index is the object's position in an array event (0 for an object).
+	Index int
+	// Kind is "source" (the source could not frame the event), "mapping"
+	// (the schema refused it) or "rejected" (Power BI refused the row).
+	Kind string
+	// Field and Rule name the column and the rule it broke (mapping).
+	Field, Rule string
+	// Status and Code are Power BI's answer (rejected).
+	Status int
+	Code   string
+	// Message says what is wrong in words.
+	Message string
+	// Row is the encoded row Power BI refused (rejected).
+	Row json.RawMessage
+}
+
+// Options configure a pipeline. Source, Mapper, Sender and DeadLetter are
+// required.
+type Options struct {
+	Name       string
+	Source     source.Source
+	Mapper     *schema.Mapper
+	Batch      batcher.Config
+	Target     pushapi.Target
+	Sender     pushapi.Sender
+	DeadLetter DeadLetter
+	// MaxUnacked bounds the events read but not yet acked (default 50,000).
+	MaxUnacked int
+	// Senders is the number of batches sent at once (default 5, Power BI's
+	// in-flight limit per dataset; the pushapi limiter enforces the limit,
+	// this only needs to be enough to use it).
+	Senders int
+	// ShutdownTimeout bounds sending after the run context ends
+	// (default 30s).
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	Metrics         *Metrics
+}
+
+// Summary counts what a run did, for the exit report.
+type Summary struct {
+	EventsRead         int64
+	RowsMapped         int64
+	RowsAccepted       int64
+	RowsDeadLettered   int64
+	EventsDeadLettered int64 // events or objects refused before they became rows
+	Requests           int64 // successful POST rows requests
+	EventsFailed       int64 // acked with an error: not delivered, will come again
+	EventsAcked        int64
+	BatchesSplit       int64
+	ShutdownTimedOut   bool
+}
+
+// Pipeline is one running pipeline. Make it with New, run it with Run.
+type Pipeline struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *Metrics
+
+	sem        chan struct{} // tokens for unacked events
+	readMetric prometheus.Counter
+
+	eventsRead, rowsMapped, rowsAccepted, rowsDead, eventsDead atomic.Int64
+	requests, eventsFailed, eventsAcked, splits                atomic.Int64
+
+	failOnce sync.Once
+	failErr  error
+	failed   chan struct{} // closed on a fatal error
+}
+
+// New checks opts and returns a pipeline ready to Run.
+func New(opts Options) (*Pipeline, error) {
+	switch {
+	case opts.Source == nil:
+		return nil, errors.New("pipeline: no source")
+	case opts.Mapper == nil:
+		return nil, errors.New("pipeline: no schema mapper")
+	case opts.Sender == nil:
+		return nil, errors.New("pipeline: no sender")
+	case opts.DeadLetter == nil:
+		return nil, errors.New("pipeline: no dead letter")
+	}
+	if opts.MaxUnacked <= 0 {
+		opts.MaxUnacked = 50000
+	}
+	if opts.Senders <= 0 {
+		opts.Senders = 5
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Pipeline{
+		opts:       opts,
+		log:        opts.Logger.With("pipeline", opts.Name),
+		metrics:    opts.Metrics,
+		sem:        make(chan struct{}, opts.MaxUnacked),
+		readMetric: opts.Metrics.eventsCounter(opts.Name),
+		failed:     make(chan struct{}),
+	}, nil
+}
+
+// Run moves events until the source ends (ErrEndOfInput), ctx ends
+// (graceful shutdown) or a fatal error occurs (the dead letter cannot be
+// written, Power BI refuses the target itself). It returns nil after a clean
+// end or shutdown, ErrShutdownTimeout when sends had to be cancelled, or the
+// fatal error.
+func (p *Pipeline) Run(ctx context.Context) (Summary, error) {
+	// sendCtx outlives ctx by the shutdown timeout.
+	sendCtx, cancelSend := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSend()
+
+	batches := make(chan *batcher.Batch, p.opts.Senders)
+	b, err := batcher.New(p.opts.Batch, batches)
+	if err != nil {
+		return p.summary(), err
+	}
+
+	var senders sync.WaitGroup
+	for range p.opts.Senders {
+		senders.Go(func() {
+			for batch := range batches {
+				p.deliver(sendCtx, batch)
+			}
+		})
+	}
+
+	// Reading stops when ctx ends or a fatal error occurs.
+	readCtx, cancelRead := context.WithCancel(ctx)
+	defer cancelRead()
+	go func() {
+		select {
+		case <-p.failed:
+			cancelRead()
+		case <-readCtx.Done():
+		}
+	}()
+
+	readErr := p.readLoop(readCtx, sendCtx, b)
+
+	// Drain: flush what is batched, let the senders finish, and cancel them
+	// if the shutdown timeout passes first.
+	drained := make(chan struct{})
+	go func() {
+		if err := b.Flush(sendCtx); err != nil && !errors.Is(err, batcher.ErrClosed) {
+			p.log.Warn("flushing the last batch failed", "err", err)
+		}
+		if unsent := b.Close(); unsent != nil {
+			unsent.Done(fmt.Errorf("pipeline %s: batch not sent before shutdown", p.opts.Name))
+		}
+		close(batches)
+		senders.Wait()
+		close(drained)
+	}()
+
+	timedOut := false
+	if ctx.Err() != nil || p.isFailed() {
+		timer := time.NewTimer(p.opts.ShutdownTimeout)
+		select {
+		case <-drained:
+		case <-timer.C:
+			timedOut = true
+			p.log.Warn("shutdown timeout passed; cancelling sends", "timeout", p.opts.ShutdownTimeout)
+			cancelSend()
+			<-drained
+		}
+		timer.Stop()
+	} else {
+		<-drained
+	}
+
+	s := p.summary()
+	s.ShutdownTimedOut = timedOut
+	switch {
+	case p.isFailed():
+		return s, p.failErr
+	case readErr != nil:
+		return s, readErr
+	case timedOut:
+		return s, ErrShutdownTimeout
+	}
+	return s, nil
+}
+
+// readLoop reads, maps and batches events until the end of input, ctx ends
+// or a fatal error. It returns an error only for a source failure.
+func (p *Pipeline) readLoop(ctx, sendCtx context.Context, b *batcher.Batcher) error {
+	var rows []json.RawMessage
+	for {
+		select {
+		case p.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		ev, ack, err := p.opts.Source.Read(ctx)
+		if err != nil {
+			<-p.sem
+			switch {
+			case errors.Is(err, source.ErrEndOfInput):
+				p.log.Debug("end of input")
+				return nil
+			case ctx.Err() != nil:
+				return nil
+			}
+			return fmt.Errorf("pipeline %s: reading: %w", p.opts.Name, err)
+		}
+		p.eventsRead.Add(1)
+		if p.readMetric != nil {
+			p.readMetric.Inc()
+		}
+		rows = p.handle(sendCtx, b, ev, ack, rows[:0])
+	}
+}
+
+// outcome makes an event's ack carry a failure the tracker does not see (a
+// row that could not be added, a dead letter that could not be written).
+type outcome struct {
+	err atomic.Pointer[error]
+}
+
+func (o *outcome) fail(err error) { o.err.CompareAndSwap(nil, &err) }
+
+// handle maps one event into rows and hands them to the batcher.
+func (p *Pipeline) handle(ctx context.Context, b *batcher.Batcher, ev source.Event, ack source.Ack, rows []json.RawMessage) []json.RawMessage {
+	out := &outcome{}
+	tr := batcher.NewTracker(ev, func(err error) {
+		if e := out.err.Load(); e != nil && err == nil {
+			err = *e
+		}
+		if err != nil && !errors.Is(err, source.ErrDeadLettered) {
+			p.eventsFailed.Add(1)
+		}
+		p.eventsAcked.Add(1)
+		if ack != nil {
+			ack(err)
+		}
+		<-p.sem
+	})
+	defer tr.Seal()
+
+	if ev.Err != nil {
+		p.reject(ctx, tr, out, Rejection{Event: ev, Kind: "source", Rule: "source", Message: ev.Err.Error()})
+		return rows
+	}
+	rows, err := p.opts.Mapper.Map(ev.Data, metaOf(ev), rows)
+	if err != nil {
+		var me *schema.MappingError
+		if errors.As(err, &me) {
+			for _, f := range me.Failures {
+				p.reject(ctx, tr, out, Rejection{Event: ev, Index: f.Index, Kind: "mapping", Field: f.Column, Rule: f.Rule, Message: f.String()})
+			}
+		} else {
+			p.reject(ctx, tr, out, Rejection{Event: ev, Kind: "mapping", Rule: "syntax", Message: err.Error()})
+		}
+	}
+	p.rowsMapped.Add(int64(len(rows)))
+	for _, row := range rows {
+		if err := b.Add(ctx, row, tr); err != nil {
+			if errors.Is(err, batcher.ErrRowTooLarge) {
+				p.reject(ctx, tr, out, Rejection{Event: ev, Kind: "rejected", Rule: "size", Message: err.Error(), Row: row})
+				continue
+			}
+			out.fail(fmt.Errorf("pipeline %s: batching %s: %w", p.opts.Name, ev.Position, err))
+			break
+		}
+	}
+	return rows
+}
+
+// metaOf returns the event's metadata as a schema.Meta, nil when it has
+// none (a nil *Metadata in a non-nil interface would still answer).
+func metaOf(ev source.Event) schema.Meta {
+	if ev.Meta == nil {
+		return nil
+	}
+	return ev.Meta
+}
+
+// reject writes r to the dead letter. If that fails, the event is acked
+// with the error and the pipeline stops: losing the event is not an option.
+func (p *Pipeline) reject(ctx context.Context, tr *batcher.Tracker, out *outcome, r Rejection) {
+	r.Pipeline = p.opts.Name
+	if err := p.opts.DeadLetter.Write(ctx, r); err != nil {
+		err = fmt.Errorf("pipeline %s: writing the dead letter for %s: %w", p.opts.Name, r.Event.Position, err)
+		out.fail(err)
+		p.fail(err)
+		return
+	}
+	tr.MarkDeadLettered()
+	if r.Kind == "rejected" {
+		p.rowsDead.Add(1)
+	} else {
+		p.eventsDead.Add(1)
+	}
+	p.metrics.deadLettered(p.opts.Name, r.Kind, r.Rule)
+	p.log.Warn("dead-lettered", "position", r.Event.Position, "index", r.Index, "field", r.Field, "rule", r.Rule, "status", r.Status, "err", r.Message)
+}
+
+// deliver sends a batch; on a row error it splits the batch to isolate the
+// rows Power BI refuses, which go to the dead letter.
+func (p *Pipeline) deliver(ctx context.Context, b *batcher.Batch) {
+	err := p.opts.Sender.PostRows(ctx, p.opts.Target, b.Rows)
+	switch {
+	case err == nil:
+		p.requests.Add(1)
+		p.rowsAccepted.Add(int64(b.Len()))
+		b.Done(nil)
+	case pushapi.IsRowError(err) && b.Len() > 1:
+		p.splits.Add(1)
+		first, second := b.Split()
+		p.deliver(ctx, first)
+		p.deliver(ctx, second)
+	case pushapi.IsRowError(err) || errors.Is(err, pushapi.ErrRetriesExhausted):
+		p.rejectBatch(ctx, b, err)
+	default:
+		if ctx.Err() == nil && pushapi.IsPermanent(err) {
+			// The target itself is refused (dataset gone, access lost):
+			// dead-lettering the whole stream would hide it. Stop instead;
+			// nothing is acked, everything comes again once it is fixed.
+			p.fail(fmt.Errorf("pipeline %s: %w", p.opts.Name, err))
+		}
+		b.Done(err)
+	}
+}
+
+// rejectBatch dead-letters every row of b with err as the reason.
+func (p *Pipeline) rejectBatch(ctx context.Context, b *batcher.Batch, err error) {
+	r := Rejection{Kind: "rejected", Rule: "rejected", Message: err.Error()}
+	var ae *pushapi.APIError
+	if errors.As(err, &ae) {
+		r.Status, r.Code = ae.Status, ae.Code
+		r.Message = ae.Message
+		if r.Message == "" {
+			r.Message = err.Error()
+		}
+	}
+	if errors.Is(err, pushapi.ErrRetriesExhausted) {
+		r.Rule = "retries_exhausted"
+		r.Message = err.Error()
+	}
+	for i, row := range b.Rows {
+		rr := r
+		rr.Event = b.Trackers[i].Event()
+		rr.Row = row
+		rr.Pipeline = p.opts.Name
+		if werr := p.opts.DeadLetter.Write(ctx, rr); werr != nil {
+			werr = fmt.Errorf("pipeline %s: writing the dead letter for %s: %w", p.opts.Name, rr.Event.Position, werr)
+			p.fail(werr)
+			b.RowDone(i, werr)
+			continue
+		}
+		p.rowsDead.Add(1)
+		p.metrics.deadLettered(p.opts.Name, "rejected", rr.Rule)
+		p.log.Warn("row dead-lettered", "position", rr.Event.Position, "status", r.Status, "code", r.Code, "err", r.Message)
+		b.Trackers[i].MarkDeadLettered()
+		b.RowDone(i, nil)
+	}
+}
+
+// fail records a fatal error and stops reading.
+func (p *Pipeline) fail(err error) {
+	p.failOnce.Do(func() {
+		p.failErr = err
+		p.log.Error("pipeline stopping", "err", err)
+		close(p.failed)
+	})
+}
+
+func (p *Pipeline) isFailed() bool {
+	select {
+	case <-p.failed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stats returns the counts so far; safe to call while running.
+func (p *Pipeline) Stats() Summary { return p.summary() }
+
+func (p *Pipeline) summary() Summary {
+	return Summary{
+		EventsRead:         p.eventsRead.Load(),
+		RowsMapped:         p.rowsMapped.Load(),
+		RowsAccepted:       p.rowsAccepted.Load(),
+		RowsDeadLettered:   p.rowsDead.Load(),
+		EventsDeadLettered: p.eventsDead.Load(),
+		Requests:           p.requests.Load(),
+		EventsFailed:       p.eventsFailed.Load(),
+		EventsAcked:        p.eventsAcked.Load(),
+		BatchesSplit:       p.splits.Load(),
+	}
+}
