@@ -18,6 +18,7 @@ type command struct {
 
 // commands lists the subcommands; each lives in its own file of this package.
 var commands = map[string]command{
+	"emulate": {summary: "serve a local Power BI push API and Entra ID token endpoint (tests, demos, benchmarks)", run: runEmulate},
 	"version": {summary: "print the version", run: runVersion},
 	"sample":  {summary: "write synthetic IoT telemetry events as NDJSON (demo and benchmark input)", run: runSample},
 }

@@ -62,5 +62,3 @@ type quota struct {
 	large    window
 	rows     window
 }
-
-func (q *quota) reset() { *q = quota{} }

@@ -372,6 +372,9 @@ func (p *rowsParser) value(n, col int) *rowError {
 			}
 			return nil
 		case kindDateTime:
+			if !esc && fastISODateTime(p.b[s:e]) {
+				return nil
+			}
 			v := string(p.b[s:e])
 			if esc {
 				v = unescape(p.b[s-1 : e+1])
@@ -513,6 +516,58 @@ var dateTimeLayouts = []string{
 	"1/2/2006",
 	"1/2/2006 15:04:05",
 	"1/2/2006 3:04:05 PM",
+}
+
+// fastISODateTime accepts YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HH:MM] without
+// allocating (the common case); anything else goes to parseDateTime.
+func fastISODateTime(b []byte) bool {
+	num := func(i, n, lo, hi int) bool {
+		v := 0
+		for _, c := range b[i : i+n] {
+			if c < '0' || c > '9' {
+				return false
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v >= lo && v <= hi
+	}
+	if len(b) < 19 || b[4] != '-' || b[7] != '-' || (b[10] != 'T' && b[10] != ' ') || b[13] != ':' || b[16] != ':' {
+		return false
+	}
+	if !num(0, 4, 1, 9999) || !num(5, 2, 1, 12) || !num(8, 2, 1, daysIn(b)) || !num(11, 2, 0, 23) || !num(14, 2, 0, 59) || !num(17, 2, 0, 59) {
+		return false
+	}
+	i := 19
+	if i < len(b) && b[i] == '.' {
+		i++
+		start := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == start || i-start > 9 {
+			return false
+		}
+	}
+	switch {
+	case i == len(b):
+		return true
+	case b[i] == 'Z' && i+1 == len(b):
+		return true
+	case (b[i] == '+' || b[i] == '-') && len(b)-i == 6 && b[i+3] == ':':
+		return num(i+1, 2, 0, 23) && num(i+4, 2, 0, 59)
+	}
+	return false
+}
+
+// daysIn is the number of days in the month of an ISO date whose year and
+// month digits are already known to be digits (31 when they are not).
+func daysIn(b []byte) int {
+	y := int(b[0]-'0')*1000 + int(b[1]-'0')*100 + int(b[2]-'0')*10 + int(b[3]-'0')
+	m := int(b[5]-'0')*10 + int(b[6]-'0')
+	if m < 1 || m > 12 {
+		return 31
+	}
+	return time.Date(y, time.Month(m)+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
 func parseDateTime(v string) bool {
