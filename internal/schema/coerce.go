@@ -424,7 +424,11 @@ func (c *column) encodeDefault(x any) ([]byte, error) {
 	var sc scratch
 	out, f := c.write(nil, v, &sc)
 	if f.rule != "" {
-		return nil, fmt.Errorf("default %v does not fit type %s: %s", x, c.typ, f.msg)
+		shown := fmt.Sprint(x)
+		if len(shown) > 40 {
+			shown = shown[:40] + "..."
+		}
+		return nil, fmt.Errorf("default %s does not fit type %s: %s", shown, c.typ, f.msg)
 	}
 	return out, nil
 }

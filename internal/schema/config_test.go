@@ -99,7 +99,7 @@ func TestValidate(t *testing.T) {
 			`columns[2].default: default 2 does not fit type Boolean: number "2" is not a boolean (want true, false, 0 or 1)`,
 			`columns[3].default: default yesterday does not fit type DateTime: string "yesterday" is not an RFC 3339 date-time in years 0001-9999`,
 			`columns[4].default: default of type []interface {} cannot be used (want a number, string or boolean)`,
-			`columns[5].default: default ` + strings.Repeat("x", 4001) + ` does not fit type String: string of 4001 characters is longer than 4000`,
+			`columns[5].default: default ` + strings.Repeat("x", 40) + `... does not fit type String: string of 4001 characters is longer than 4000`,
 			`columns[6].default: empty default for a Double column`,
 		}},
 		{name: "long default fits when truncating", cfg: schema.Config{StringOverflow: "truncate", Columns: []schema.Column{

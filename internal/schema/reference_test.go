@@ -23,6 +23,8 @@ import (
 // This file holds a slow, obvious reference mapper built on encoding/json,
 // math/big and time.Parse, and checks the fast Mapper against it.
 
+var rfc3339Shape = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?)?$`)
+
 var numericString = regexp.MustCompile(`^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$`)
 
 // errSkip marks inputs the reference will not evaluate (huge exponents that
@@ -316,6 +318,11 @@ func refDate(s string) (any, string, error) {
 	}
 	if n := len(b); n > 0 && b[n-1] == 'z' {
 		b[n-1] = 'Z'
+	}
+	// time.Parse accepts one-digit fields in layouts other than RFC 3339
+	// itself; RFC 3339 wants two.
+	if !rfc3339Shape.Match(b) {
+		return nil, schema.RuleType, nil
 	}
 	var t time.Time
 	var err error
