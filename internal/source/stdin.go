@@ -1,0 +1,322 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+)
+
+// ErrLineTooLong is the Event.Err (wrapped) of a stdin line longer than the
+// limit. The event's Data holds the line's first max bytes; the rest of the
+// line is skipped and reading goes on with the next line.
+var ErrLineTooLong = errors.New("line too long")
+
+// ErrInvalidUTF8 is the Event.Err (wrapped) of a stdin line that is not
+// valid UTF-8, which JSON requires.
+var ErrInvalidUTF8 = errors.New("line is not valid UTF-8")
+
+// ErrUndelivered is wrapped by Stdin.Close when some events read were not
+// delivered: acked with an error, or never acked. Standard input cannot be
+// read again, so those events are lost unless the caller feeds them again.
+var ErrUndelivered = errors.New("events not delivered")
+
+// errStdinClosed is returned by Read after Close.
+var errStdinClosed = errors.New("stdin source closed")
+
+const (
+	// stdinDefaultMaxLineBytes applies when NewStdin is given no limit.
+	stdinDefaultMaxLineBytes = 1 << 20
+	// stdinChunkBytes is the size of the buffers lines are read into. Events
+	// point into them (no copy), so a chunk is never reused: it is dropped
+	// to the garbage collector once every event in it is gone.
+	stdinChunkBytes = 64 << 10
+	// stdinReadAhead is how many read results the reader goroutine may hold
+	// before Read takes them: a few chunks of read-ahead, no more.
+	stdinReadAhead = 2
+)
+
+// utf8BOM is skipped at the start of the input (editors and PowerShell on
+// Windows write one).
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// Stdin reads newline-delimited JSON, one event per non-blank line, from an
+// io.Reader (standard input in pushd run). Position is "stdin:<line>", with
+// lines counted from 1, blank ones included. A line ending in CRLF loses the
+// CR; a last line without a newline is an event too.
+//
+// A line over the limit, or one that is not valid UTF-8, does not stop the
+// stream: it comes out as an event whose Err wraps ErrLineTooLong or
+// ErrInvalidUTF8, for the pipeline to dead-letter and ack.
+//
+// Lines are read by a goroutine that Stdin starts on the first Read, because
+// a blocked read of standard input cannot be interrupted; Read itself waits
+// on a channel and so honours its context. Close stops that goroutine,
+// except that one blocked in the reader's Read leaves when that call returns
+// (at the next line or the end of input).
+//
+// Stdin has nothing to commit, but it counts acks (Stats) so the run summary
+// can say how many events were not delivered.
+type Stdin struct {
+	r         io.Reader
+	maxLine   int
+	name      string
+	chunkSize int // stdinChunkBytes; smaller in tests to exercise the edges
+
+	start sync.Once
+	lines chan []stdinLine // batches of lines from the reader goroutine
+	stop  chan struct{}    // closed by Close
+	close sync.Once
+	// end is the reader goroutine's last word (ErrEndOfInput or a read
+	// error); written before lines is closed.
+	end error
+
+	mu      sync.Mutex  // serialises Read
+	pending []stdinLine // lines taken from the channel, not yet returned
+
+	read, acked, deadLettered, failed atomic.Int64
+}
+
+var _ Source = (*Stdin)(nil)
+
+// stdinLine is one event prepared by the reader goroutine.
+type stdinLine struct {
+	data []byte
+	pos  string
+	err  error
+	done atomic.Bool // set by the first ack
+}
+
+// StdinStats counts the events of a Stdin source for the run summary.
+type StdinStats struct {
+	// Read is the number of events returned by Read.
+	Read int64
+	// Acked events were delivered: their rows were accepted.
+	Acked int64
+	// DeadLettered events (acked with source.ErrDeadLettered) went, whole
+	// or in part, to the dead letter; they count as done.
+	DeadLettered int64
+	// Failed events were acked with another error: not delivered.
+	Failed int64
+	// Unacked events were read but never acked.
+	Unacked int64
+}
+
+// NewStdin returns a source reading NDJSON from r. maxLineBytes is the
+// longest line accepted (StdinConfig.MaxLineBytes; 1 MiB when not positive);
+// name appears in error messages ("stdin", or the pipeline's name).
+func NewStdin(r io.Reader, maxLineBytes int, name string) *Stdin {
+	if maxLineBytes <= 0 {
+		maxLineBytes = stdinDefaultMaxLineBytes
+	}
+	return &Stdin{
+		r:         r,
+		maxLine:   maxLineBytes,
+		name:      name,
+		chunkSize: stdinChunkBytes,
+		lines:     make(chan []stdinLine, stdinReadAhead),
+		stop:      make(chan struct{}),
+	}
+}
+
+// Read returns the next event, ErrEndOfInput after the last one, or the
+// error that ended reading. It blocks until one of these, ctx ends or Close.
+// The event's Data stays valid until it is acked (and after).
+func (s *Stdin) Read(ctx context.Context) (Event, Ack, error) {
+	s.start.Do(func() { go s.run() })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stop:
+		return Event{}, nil, errStdinClosed
+	default:
+	}
+	for len(s.pending) == 0 {
+		select {
+		case batch, ok := <-s.lines:
+			if !ok {
+				return Event{}, nil, s.end
+			}
+			s.pending = batch
+		case <-ctx.Done():
+			return Event{}, nil, fmt.Errorf("reading %s: %w", s.name, context.Cause(ctx))
+		case <-s.stop:
+			return Event{}, nil, errStdinClosed
+		}
+	}
+	l := &s.pending[0]
+	s.pending = s.pending[1:]
+	s.read.Add(1)
+	return Event{Data: l.data, Position: l.pos, Err: l.err}, func(err error) { s.ack(l, err) }, nil
+}
+
+// ack counts the first ack of an event; any later one is ignored.
+func (s *Stdin) ack(l *stdinLine, err error) {
+	if l.done.Swap(true) {
+		return
+	}
+	switch {
+	case err == nil:
+		s.acked.Add(1)
+	case errors.Is(err, ErrDeadLettered):
+		s.deadLettered.Add(1)
+	default:
+		s.failed.Add(1)
+	}
+}
+
+// Stats returns the counts so far. Safe to call at any time.
+func (s *Stdin) Stats() StdinStats {
+	st := StdinStats{
+		Acked:        s.acked.Load(),
+		DeadLettered: s.deadLettered.Load(),
+		Failed:       s.failed.Load(),
+	}
+	st.Read = s.read.Load()
+	st.Unacked = max(0, st.Read-st.Acked-st.DeadLettered-st.Failed)
+	return st
+}
+
+// Close stops reading: a Read waiting now or later returns an error. It
+// returns an error wrapping ErrUndelivered when some events read were acked
+// with an error or never acked (call it after the pipeline has drained), so
+// that a run that lost input does not look clean. Close does not close the
+// reader. Later calls do the same check.
+func (s *Stdin) Close(context.Context) error {
+	s.close.Do(func() { close(s.stop) })
+	st := s.Stats()
+	if st.Failed > 0 || st.Unacked > 0 {
+		return fmt.Errorf("%s: %d of %d events read not delivered (%d failed, %d never acknowledged): %w",
+			s.name, st.Failed+st.Unacked, st.Read, st.Failed, st.Unacked, ErrUndelivered)
+	}
+	return nil
+}
+
+// run is the reader goroutine: it cuts the input into lines and hands them
+// to Read in batches, one batch per read of the input.
+func (s *Stdin) run() {
+	defer close(s.lines)
+	var (
+		chunk    = make([]byte, s.chunkSize)
+		begin    int  // start of the unfinished line in chunk
+		end      int  // end of the data in chunk
+		shared   bool // some event points into chunk: never write over it
+		skipping bool // inside an over-long line, discarding up to its newline
+		lineNo   int64
+		first    = true // the BOM check is pending
+		batch    []stdinLine
+		pos      []byte // scratch for positions
+	)
+	emit := func(data []byte, err error) {
+		pos = strconv.AppendInt(append(pos[:0], "stdin:"...), lineNo, 10)
+		batch = append(batch, stdinLine{data: data, pos: string(pos), err: err})
+		shared = true
+	}
+	// line handles one complete line (without its '\n').
+	line := func(data []byte) {
+		lineNo++
+		if first {
+			first = false
+			data = bytes.TrimPrefix(data, utf8BOM)
+		}
+		if n := len(data); n > 0 && data[n-1] == '\r' {
+			data = data[:n-1]
+		}
+		switch {
+		case isBlank(data):
+		case len(data) > s.maxLine:
+			emit(data[:s.maxLine:s.maxLine], s.tooLong(lineNo))
+		case !utf8.Valid(data):
+			emit(data[:len(data):len(data)], fmt.Errorf("%s line %d: %w", s.name, lineNo, ErrInvalidUTF8))
+		default:
+			emit(data[:len(data):len(data)], nil)
+		}
+	}
+	for {
+		n, err := s.r.Read(chunk[end:])
+		end += n
+		for {
+			i := bytes.IndexByte(chunk[begin:end], '\n')
+			if i < 0 {
+				break
+			}
+			if skipping {
+				skipping = false
+			} else {
+				line(chunk[begin : begin+i])
+			}
+			begin += i + 1
+		}
+		if skipping {
+			begin = end
+		} else if end-begin > s.maxLine+1 { // +1: a CR before the newline is not counted
+			// Too long whatever comes next: emit its head now, skip the rest.
+			lineNo++
+			first = false
+			emit(chunk[begin:begin+s.maxLine:begin+s.maxLine], s.tooLong(lineNo))
+			skipping = true
+			begin = end
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if !skipping && end > begin {
+					line(chunk[begin:end])
+				}
+				s.end = ErrEndOfInput
+			} else {
+				// The unfinished line is dropped: it may be cut short.
+				s.end = fmt.Errorf("reading %s after line %d: %w", s.name, lineNo, err)
+			}
+			s.send(batch)
+			return
+		}
+		if len(batch) > 0 {
+			if !s.send(batch) {
+				return
+			}
+			batch = nil
+		}
+		// Make room for the next read.
+		switch {
+		case begin == end && !shared:
+			begin, end = 0, 0 // nothing points into chunk: reuse it
+		case len(chunk)-end < s.chunkSize/16+1:
+			partial := end - begin
+			next := make([]byte, max(s.chunkSize, 2*partial))
+			copy(next, chunk[begin:end])
+			chunk, begin, end, shared = next, 0, partial, false
+		}
+	}
+}
+
+// send hands a batch to Read; false when Close came first.
+func (s *Stdin) send(batch []stdinLine) bool {
+	if len(batch) == 0 {
+		return true
+	}
+	select {
+	case s.lines <- batch:
+		return true
+	case <-s.stop:
+		return false
+	}
+}
+
+func (s *Stdin) tooLong(lineNo int64) error {
+	return fmt.Errorf("%s line %d: longer than max_line_bytes %d: %w", s.name, lineNo, s.maxLine, ErrLineTooLong)
+}
+
+// isBlank reports whether a line holds only spaces and tabs.
+func isBlank(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' && c != '\r' {
+			return false
+		}
+	}
+	return true
+}
