@@ -228,11 +228,19 @@ func (s *Server) odataBase(workspace string) string {
 	return s.url + "/v1.0/myorg/groups/" + workspace + "/"
 }
 
+// maxDrain bounds how much of an oversized body is read and thrown away.
+const maxDrain = 256 << 20
+
 // readBody reads a request body up to limit bytes (0: no limit). It sizes
 // the buffer from Content-Length, so a POST rows body is one allocation that
 // the stored rows then share.
 func readBody(r *http.Request, limit int) ([]byte, bool, error) {
 	if limit > 0 && r.ContentLength > int64(limit) {
+		// Read the body before answering 413 (up to a bound) so the client
+		// gets the answer instead of a connection reset mid-upload.
+		if r.ContentLength <= maxDrain {
+			_, _ = io.Copy(io.Discard, r.Body)
+		}
 		return nil, true, nil
 	}
 	if r.ContentLength >= 0 {
@@ -251,6 +259,7 @@ func readBody(r *http.Request, limit int) ([]byte, bool, error) {
 		return nil, false, fmt.Errorf("reading request body: %w", err)
 	}
 	if limit > 0 && len(b) > limit {
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, maxDrain))
 		return nil, true, nil
 	}
 	return b, false, nil
