@@ -69,7 +69,7 @@ func TestEmulateHelpListsEveryFlag(t *testing.T) {
 	n := 0
 	fs.VisitAll(func(f *flag.Flag) {
 		n++
-		if !strings.Contains(help, "--"+f.Name+" ") {
+		if !strings.Contains(help, "  --"+f.Name+" ") && !strings.Contains(help, "  --"+f.Name+"\n") {
 			t.Errorf("help lacks --%s", f.Name)
 		}
 	})
