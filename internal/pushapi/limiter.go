@@ -39,10 +39,11 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) error {
 // windowMargin is added to every quota window on the client side: Power BI
 // (and the emulator) count requests when they arrive, and two requests sent
 // exactly one window apart may arrive less than a window apart when the
-// second travels faster. The margin absorbs that jitter for 2% of the
-// quota at most (10ms for tiny test windows, 1s for a minute or more).
+// second travels faster. The margin absorbs that jitter: 5% of the window,
+// at least 50ms (scaled-down test windows on a busy machine) and at most 1s
+// (1.7% of a minute, nothing for an hour).
 func windowMargin(w time.Duration) time.Duration {
-	return min(max(w/50, 10*time.Millisecond), time.Second)
+	return min(max(w/20, 50*time.Millisecond), time.Second)
 }
 
 // bucket returns the token bucket that paces a quota evenly: quota tokens
