@@ -434,6 +434,45 @@ func TestTracker(t *testing.T) {
 			t.Errorf("acks = %v, want one with %v", got, first)
 		}
 	})
+	t.Run("dead-lettered", func(t *testing.T) {
+		errPost := errors.New("post failed")
+		tests := []struct {
+			name    string
+			rows    []error // how each row is settled; no rows: all dead-lettered at mapping
+			mark    bool
+			wantErr error
+		}{
+			{"all rows dead-lettered before batching", nil, true, source.ErrDeadLettered},
+			{"one row dead-lettered, one accepted", []error{nil, nil}, true, source.ErrDeadLettered},
+			{"a failure wins over dead-lettered", []error{nil, errPost}, true, errPost},
+			{"not marked", []error{nil, nil}, false, nil},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				out := make(chan *Batch, 1)
+				b := mustNew(t, Config{MaxRows: max(1, len(tt.rows)), MaxBytes: LimitBytes, Linger: time.Hour}, out)
+				acks := newAckLog()
+				tr := acks.tracker("e")
+				for range tt.rows {
+					_ = b.Add(t.Context(), row(10), tr)
+				}
+				if tt.mark {
+					tr.MarkDeadLettered()
+				}
+				tr.Seal()
+				if len(tt.rows) > 0 {
+					bt := <-out
+					for i, err := range tt.rows {
+						bt.RowDone(i, err)
+					}
+				}
+				got := acks.get("e")
+				if len(got) != 1 || got[0] != tt.wantErr {
+					t.Errorf("acks = %v, want one %v", got, tt.wantErr)
+				}
+			})
+		}
+	})
 	misuse := []struct {
 		name string
 		do   func(tr *Tracker, b *Batcher, out chan *Batch)

@@ -14,9 +14,10 @@ import (
 // each row made from the event, and calls Seal when it has added them all
 // (after writing any rows it could not map to the dead letter). Rows are
 // settled by Batch.Done or Batch.RowDone. The source's Ack runs exactly once,
-// when the tracker is sealed and every added row is settled: with nil if
-// every row was settled with nil (accepted or dead-lettered), else with the
-// first error given. An event that yields no rows acks at Seal.
+// when the tracker is sealed and every added row is settled: with the first
+// error given to a row, else with source.ErrDeadLettered if MarkDeadLettered
+// was called (part of the event went to the dead letter, which sources count
+// as done), else with nil. An event that yields no rows acks at Seal.
 type Tracker struct {
 	event source.Event
 	ack   source.Ack
