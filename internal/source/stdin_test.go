@@ -248,3 +248,40 @@ func TestStdinAcks(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkStdin reads telemetry lines of about 250 bytes and acks each.
+func BenchmarkStdin(b *testing.B) {
+	var in bytes.Buffer
+	for i := range 4096 {
+		fmt.Fprintf(&in, `{"device":{"id":"dev-%d","site":"plant-%d","firmware":"1.2.2"},"ts":"2026-11-28T00:00:00.000Z","seq":%d,"metrics":{"temperature_c":34.44,"humidity_pct":69.0,"pressure_hpa":1011.2,"battery_v":"3.71"},"status":{"online":true,"alarms":[]}}`+"\n", i%50, i%7, i)
+	}
+	data := in.Bytes()
+	b.SetBytes(int64(len(data) / 4096))
+	b.ReportAllocs()
+	r := &repeatReader{data: data}
+	s := NewStdin(r, 1<<20, "stdin")
+	ctx := b.Context()
+	b.ResetTimer()
+	for range b.N {
+		_, ack, err := s.Read(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ack(nil)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	_ = s.Close(ctx)
+}
+
+// repeatReader returns data over and over.
+type repeatReader struct {
+	data []byte
+	off  int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	n := copy(p, r.data[r.off:])
+	r.off = (r.off + n) % len(r.data)
+	return n, nil
+}
