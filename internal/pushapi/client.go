@@ -327,6 +327,13 @@ func (c *Client) attempt(ctx context.Context, cl *call) outcome {
 		}
 		return outcome{}
 	}
+	if resp.StatusCode == http.StatusTooManyRequests && cl.limiter != nil {
+		// Hold the dataset at once, before reading the body: requests
+		// leaving the limiter meanwhile would be wasted.
+		if ra := parseRetryAfter(resp.Header.Get("Retry-After"), c.clock.Now(), c.retry.MaxRetryAfter); ra > 0 {
+			cl.limiter.pause(c.clock.Now().Add(ra))
+		}
+	}
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	c.metrics.request(cl.dataset, cl.table, resp.StatusCode, c.clock.Now().Sub(sent))
 	ae := newAPIError(cl.op, resp.StatusCode, resp.Header, data)

@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -451,9 +453,43 @@ func TestEmulatorScaledQuota(t *testing.T) {
 	t.Logf("accepted %d of %.0f allowed requests", st.PostRows, allowed)
 }
 
-// TestEmulatorThrottleAndFaults: during a forced throttling window no
-// request reaches the emulator before its Retry-After has passed; with
-// injected 5xx and cut connections every row still lands.
+// sendLog wraps a transport and records, as the client sees them, when each
+// POST rows request was sent and when its answer came back.
+type sendLog struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	log  []sendRecord
+}
+
+type sendRecord struct {
+	sent, answered time.Time
+	status         int
+	retryAfter     time.Duration
+}
+
+func (l *sendLog) RoundTrip(r *http.Request) (*http.Response, error) {
+	sent := time.Now()
+	resp, err := l.next.RoundTrip(r)
+	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/rows") {
+		return resp, err
+	}
+	rec := sendRecord{sent: sent, answered: time.Now()}
+	if resp != nil {
+		rec.status = resp.StatusCode
+		if ra, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil {
+			rec.retryAfter = time.Duration(ra) * time.Second
+		}
+	}
+	l.mu.Lock()
+	l.log = append(l.log, rec)
+	l.mu.Unlock()
+	return resp, err
+}
+
+// TestEmulatorThrottleAndFaults: once the client has received a 429, no
+// request of the dataset leaves before its Retry-After has passed (requests
+// already past the limiter then cannot be recalled); with injected 5xx and cut
+// connections every row still lands.
 func TestEmulatorThrottleAndFaults(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -467,7 +503,18 @@ func TestEmulatorThrottleAndFaults(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := startEmulator(t, unthrottled)
-			c, _ := emuClient(t, s, emuConfig(s), nil)
+			hc := s.Client()
+			sl := &sendLog{next: hc.Transport}
+			hc.Transport = sl
+			cfg := emuConfig(s)
+			tp, err := NewTokenProvider(cfg, s.Client(), discardLogger(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := NewClient(cfg, tp, hc, ClientOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
 			tgt := createTelemetry(t, c, RetentionNone)
 			fastLimits(c, tgt)
 			s.SetFaults(tt.faults)
@@ -478,18 +525,39 @@ func TestEmulatorThrottleAndFaults(t *testing.T) {
 					t.Fatalf("seq %d landed %d times", i, got[i])
 				}
 			}
+			throttled := 0
+			for _, th := range sl.log {
+				if th.status != http.StatusTooManyRequests {
+					continue
+				}
+				throttled++
+				for _, r := range sl.log {
+					// A request that left the limiter before the client
+					// read the 429 goes out within microseconds of it:
+					// excuse 10ms.
+					if r.sent.After(th.answered.Add(10*time.Millisecond)) && r.sent.Before(th.answered.Add(th.retryAfter)) {
+						t.Errorf("request sent %s after a 429 answered with Retry-After %s", r.sent.Sub(th.answered), th.retryAfter)
+					}
+				}
+			}
+			if tt.faults.ThrottleFor > 0 && throttled == 0 {
+				t.Error("no 429 during the throttling window")
+			}
+			// On the emulator's side: every request that arrived inside an
+			// earlier 429's Retry-After was one already in flight.
 			st := s.Stats().Datasets[tgt.DatasetID]
 			var blockedUntil time.Time
+			early := 0
 			for _, p := range st.Posts {
 				if p.Arrived.Before(blockedUntil) {
-					t.Errorf("request arrived at %s, before the Retry-After ending %s", p.Arrived.Format(time.StampMilli), blockedUntil.Format(time.StampMilli))
+					early++
 				}
-				if p.Status == 429 {
+				if p.Status == http.StatusTooManyRequests {
 					blockedUntil = p.Arrived.Add(time.Duration(p.RetryAfter) * time.Second)
 				}
 			}
-			if tt.faults.ThrottleFor > 0 && st.Throttled == 0 {
-				t.Error("no 429 during the throttling window")
+			if early >= DefaultMaxInFlight {
+				t.Errorf("%d requests reached the emulator within a Retry-After; at most %d can have been in flight", early, DefaultMaxInFlight-1)
 			}
 		})
 	}
