@@ -127,7 +127,10 @@ func (c *Client) limiter(datasetID string) *datasetLimiter {
 // landed: at least once), or a permanent error (IsPermanent): an *APIError,
 // or ErrRetriesExhausted once RetryConfig.MaxElapsed has passed. It never
 // splits a batch: when IsRowError(err), the caller splits it to isolate the
-// rows Power BI refuses. rows should hold at most MaxRowsPerRequest rows.
+// rows Power BI refuses. A token that cannot be obtained is retried like an
+// outage (it says nothing about the rows). rows should hold at most
+// MaxRowsPerRequest rows, and at most the dataset's RowsPerHour: a batch
+// over the rows quota can never be accepted.
 func (c *Client) PostRows(ctx context.Context, t Target, rows []json.RawMessage) error {
 	if len(rows) == 0 {
 		return nil
