@@ -132,8 +132,22 @@ func stringText(v val, sc *scratch) []byte {
 		sc.str = unescape(sc.str[:0], t)
 		t = sc.str
 	}
-	return bytes.Trim(t, " \t\r\n")
+	return trimSpace(t)
 }
+
+// trimSpace trims ASCII white space (bytes.TrimSpace also trims Unicode
+// spaces, and bytes.Trim builds a set on every call).
+func trimSpace(t []byte) []byte {
+	for len(t) > 0 && isSpace(t[0]) {
+		t = t[1:]
+	}
+	for len(t) > 0 && isSpace(t[len(t)-1]) {
+		t = t[:len(t)-1]
+	}
+	return t
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
 // numeric returns the number literal of v: a JSON number, or a numeric
 // string.
