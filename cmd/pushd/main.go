@@ -21,6 +21,11 @@ var commands = map[string]command{
 	"emulate": {summary: "serve a local Power BI push API and Entra ID token endpoint (tests, demos, benchmarks)", run: runEmulate},
 	"version": {summary: "print the version", run: runVersion},
 	"sample":  {summary: "write synthetic IoT telemetry events as NDJSON (demo and benchmark input)", run: runSample},
+
+	// Operations: set up, check and derive configs (docs/operations.md).
+	"provision": {summary: "create the datasets and columns a config describes (--dry-run shows them)", run: runProvision},
+	"doctor":    {summary: "check config, token, workspace, datasets, tables and sources; print a fix for each failure", run: runDoctor},
+	"schema":    {summary: "schema infer: print a schema section inferred from sample NDJSON events", run: runSchema},
 }
 
 // Exit codes.
