@@ -18,9 +18,11 @@ type command struct {
 
 // commands lists the subcommands; each lives in its own file of this package.
 var commands = map[string]command{
-	"emulate": {summary: "serve a local Power BI push API and Entra ID token endpoint (tests, demos, benchmarks)", run: runEmulate},
-	"version": {summary: "print the version", run: runVersion},
-	"sample":  {summary: "write synthetic IoT telemetry events as NDJSON (demo and benchmark input)", run: runSample},
+	"emulate":  {summary: "serve a local Power BI push API and Entra ID token endpoint (tests, demos, benchmarks)", run: runEmulate},
+	"version":  {summary: "print the version", run: runVersion},
+	"run":      {summary: "run the pipelines of a config (the daemon's main job)", run: runRun},
+	"validate": {summary: "check a config and report every problem with its line", run: runValidate},
+	"sample":   {summary: "write synthetic IoT telemetry events as NDJSON (demo and benchmark input)", run: runSample},
 
 	// Operations: set up, check and derive configs (docs/operations.md).
 	"provision": {summary: "create the datasets and columns a config describes (--dry-run shows them)", run: runProvision},

@@ -2,11 +2,10 @@ package pipeline
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// Metrics are the pipeline's Prometheus series. A nil *Metrics records
-// nothing.
+// Metrics are the pipeline's Prometheus series (dead-letter counts live in
+// package deadletter). A nil *Metrics records nothing.
 type Metrics struct {
-	eventsRead      *prometheus.CounterVec
-	deadLetteredVec *prometheus.CounterVec
+	eventsRead *prometheus.CounterVec
 }
 
 // NewMetrics registers the pipeline series on reg.
@@ -16,12 +15,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pushd_pipeline_events_read_total",
 			Help: "Events read from the source.",
 		}, []string{"pipeline"}),
-		deadLetteredVec: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pushd_pipeline_dead_lettered_total",
-			Help: "Events, objects or rows written to the dead letter, by kind (source, mapping, rejected) and reason (the rule broken).",
-		}, []string{"pipeline", "kind", "reason"}),
 	}
-	reg.MustRegister(m.eventsRead, m.deadLetteredVec)
+	reg.MustRegister(m.eventsRead)
 	return m
 }
 
@@ -32,11 +27,4 @@ func (m *Metrics) eventsCounter(pipeline string) prometheus.Counter {
 		return nil
 	}
 	return m.eventsRead.WithLabelValues(pipeline)
-}
-
-func (m *Metrics) deadLettered(pipeline, kind, reason string) {
-	if m == nil {
-		return
-	}
-	m.deadLetteredVec.WithLabelValues(pipeline, kind, reason).Inc()
 }

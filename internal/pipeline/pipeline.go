@@ -340,7 +340,6 @@ func (p *Pipeline) reject(ctx context.Context, tr *batcher.Tracker, out *outcome
 	} else {
 		p.eventsDead.Add(1)
 	}
-	p.metrics.deadLettered(p.opts.Name, r.Kind, r.Rule)
 	p.log.Warn("dead-lettered", "position", r.Event.Position, "index", r.Index, "field", r.Field, "rule", r.Rule, "status", r.Status, "err", r.Message)
 }
 
@@ -398,7 +397,6 @@ func (p *Pipeline) rejectBatch(ctx context.Context, b *batcher.Batch, err error)
 			continue
 		}
 		p.rowsDead.Add(1)
-		p.metrics.deadLettered(p.opts.Name, "rejected", rr.Rule)
 		p.log.Warn("row dead-lettered", "position", rr.Event.Position, "status", r.Status, "code", r.Code, "err", r.Message)
 		b.Trackers[i].MarkDeadLettered()
 		b.RowDone(i, nil)

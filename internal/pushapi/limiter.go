@@ -116,9 +116,10 @@ func (w *window) add(now time.Time, n int) {
 // Each quota (requests per window, rows per window, and requests per hour
 // under the large-table rule) is kept by a sliding window of the sends made,
 // counted over the quota's window plus windowMargin. Requests and rows are
-// also paced by token buckets (golang.org/x/time/rate) at quota/window with
-// a burst of one request and one full batch, so the flow is even rather
-// than a burst at the start of each window. Waiters pass through a gate one
+// also paced by token buckets (golang.org/x/time/rate) at quota/window:
+// requests with a burst of one, so they flow evenly rather than in a burst
+// at the start of each window; rows with a burst of the whole quota, so a
+// backlog is not held back below what Power BI accepts. Waiters pass through a gate one
 // at a time, and a request records itself in every window and takes its
 // tokens at the instant it leaves the gate to be sent: the recorded times
 // are the send times, so no window of the quota's length ever holds more
@@ -147,7 +148,10 @@ func newDatasetLimiter(id string, l Limits) *datasetLimiter {
 	rw := l.RequestWindow + windowMargin(l.RequestWindow)
 	ow := l.RowsWindow + windowMargin(l.RowsWindow)
 	lw := l.LargeTableWindow + windowMargin(l.LargeTableWindow)
-	burst := max(1, min(MaxRowsPerRequest, l.RowsPerHour))
+	// Rows are not paced: a backlog may use the whole hourly quota at once
+	// (Power BI counts rows per hour, not per second), so the bucket holds
+	// the whole quota and the sliding window is what keeps the limit.
+	burst := max(1, l.RowsPerHour)
 	return &datasetLimiter{
 		id:          id,
 		limits:      l,

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/pushd/pushd/internal/config"
+	"github.com/pushd/pushd/internal/daemon"
+)
+
+// runRun is `pushd run`: the daemon's main job.
+func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("pushd run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "config file (YAML; required)")
+	logLevel := fs.String("log-level", "", "override log.level: debug, info, warn or error")
+	logFormat := fs.String("log-format", "", "override log.format: text or json")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: pushd run -c FILE [-log-level L] [-log-format F]")
+		fmt.Fprintln(stderr, "\nRuns the pipelines of the config until their input ends (stdin) or SIGTERM/SIGINT,")
+		fmt.Fprintln(stderr, "then drains: stops reading, flushes, sends, commits, and exits within shutdown_timeout.")
+		fmt.Fprintln(stderr, "Prints a summary on exit. Exit codes: 0 done, 1 failed, 2 bad flags or config.")
+		fmt.Fprintln(stderr, "\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "pushd: %v\n", err)
+		return exitUsage
+	}
+	if *logLevel != "" {
+		cfg.Log.Level = *logLevel
+	}
+	if *logFormat != "" {
+		cfg.Log.Format = *logFormat
+	}
+	logger, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "pushd: %v\n", err)
+		return exitUsage
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	res, err := daemon.Run(ctx, daemon.Options{Config: cfg, Stdin: stdin, Logger: logger})
+	printSummary(stdout, res)
+	if err != nil {
+		fmt.Fprintf(stderr, "pushd: %v\n", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// printSummary writes what the run did, one block per pipeline.
+func printSummary(w io.Writer, res daemon.Result) {
+	for _, p := range res.Pipelines {
+		s := p.Summary
+		fmt.Fprintf(w, "pipeline %s: %d events read, %d rows accepted in %d requests, %d rows and %d events dead-lettered",
+			p.Name, s.EventsRead, s.RowsAccepted, s.Requests, s.RowsDeadLettered, s.EventsDeadLettered)
+		if s.EventsFailed > 0 {
+			fmt.Fprintf(w, ", %d events NOT delivered (they come again on the next run)", s.EventsFailed)
+		}
+		fmt.Fprintln(w)
+		if s.RowsDeadLettered+s.EventsDeadLettered > 0 {
+			fmt.Fprintf(w, "  dead letter: %s\n", p.DeadLetter)
+		}
+		if s.ShutdownTimedOut {
+			fmt.Fprintln(w, "  shutdown timeout passed: sends were cancelled")
+		}
+	}
+	if len(res.Pipelines) > 0 {
+		fmt.Fprintf(w, "power bi: %d retries, %d throttled (429) answers\n", res.Retries, res.Throttled)
+	}
+	for _, l := range res.Landed {
+		fmt.Fprintf(w, "emulator: table %q of dataset %q (%s) holds %d rows\n", l.Table, l.Dataset, l.DatasetID, l.Rows)
+	}
+}
+
+// newLogger builds the process logger from the log section.
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(c.Format) {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log.format %q: want text or json", c.Format)
+}
+
+// runValidate is `pushd validate`: load and check a config.
+func runValidate(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("pushd validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "config file (YAML; required)")
+	print := fs.Bool("print", false, "print the config with defaults applied and secrets redacted")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: pushd validate -c FILE [-print]")
+		fmt.Fprintln(stderr, "\nChecks a config without connecting anywhere: exit 0 when valid, else every problem")
+		fmt.Fprintln(stderr, "(file:line: key: message) and exit 2.")
+		fmt.Fprintln(stderr, "\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	if *print {
+		out, err := cfg.Redacted()
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitFailed
+		}
+		_, _ = stdout.Write(out)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "%s: valid (%d pipelines)\n", *path, len(cfg.Pipelines))
+	return exitOK
+}

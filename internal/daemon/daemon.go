@@ -1,0 +1,404 @@
+// Package daemon assembles a pushd process from its config: the optional
+// embedded emulator, the Power BI client and its token provider, one
+// pipeline per configured source with its dead letter, and the metrics and
+// health endpoint; then runs the pipelines until their input ends or the
+// context ends, and shuts them down in order.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pushd/pushd/internal/config"
+	"github.com/pushd/pushd/internal/deadletter"
+	"github.com/pushd/pushd/internal/emulator"
+	"github.com/pushd/pushd/internal/pipeline"
+	"github.com/pushd/pushd/internal/provision"
+	"github.com/pushd/pushd/internal/pushapi"
+	"github.com/pushd/pushd/internal/schema"
+	"github.com/pushd/pushd/internal/secret"
+	"github.com/pushd/pushd/internal/source"
+)
+
+// Options are what a run needs beyond the config.
+type Options struct {
+	Config *config.Config
+	// Stdin feeds the stdin source.
+	Stdin  io.Reader
+	Logger *slog.Logger
+	// Registry receives the metrics (nil: a new registry with the Go and
+	// process collectors).
+	Registry *prometheus.Registry
+	// Ready, when not nil, receives the daemon once every pipeline is built
+	// (tests use it to find the emulator, the HTTP source and the ops
+	// address).
+	Ready func(*Daemon)
+}
+
+// Result reports a run.
+type Result struct {
+	Pipelines []PipelineResult
+	// Landed lists, with the embedded emulator, the rows each target table
+	// holds at the end.
+	Landed []Landed
+	// Retries and Throttled count the Power BI requests retried and the 429
+	// answers received, across pipelines.
+	Retries, Throttled int64
+}
+
+// PipelineResult is one pipeline's outcome.
+type PipelineResult struct {
+	Name       string
+	Target     pushapi.Target
+	DeadLetter string
+	Summary    pipeline.Summary
+	Err        error
+}
+
+// Landed is what the embedded emulator holds for one target table.
+type Landed struct {
+	Dataset, DatasetID, Table string
+	Rows                      int
+}
+
+// Daemon is a running pushd process.
+type Daemon struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	emu       *emulator.Server
+	client    *pushapi.Client
+	tokens    pushapi.TokenProvider
+	ops       *opsServer
+	pipelines []*running
+}
+
+type running struct {
+	cfg    config.Pipeline
+	target pushapi.Target
+	src    source.Source
+	dl     *deadletter.Writer
+	p      *pipeline.Pipeline
+	http   *source.HTTP
+	kafka  *source.Kafka
+}
+
+// Emulator returns the embedded emulator, nil without one.
+func (d *Daemon) Emulator() *emulator.Server { return d.emu }
+
+// OpsAddr returns the address of the metrics and health endpoint, "" when
+// it is off.
+func (d *Daemon) OpsAddr() string {
+	if d.ops == nil {
+		return ""
+	}
+	return d.ops.addr()
+}
+
+// HTTPSourceAddr returns the listen address of the named pipeline's HTTP
+// source, "" when it has none.
+func (d *Daemon) HTTPSourceAddr(pipelineName string) string {
+	for _, r := range d.pipelines {
+		if r.cfg.Name == pipelineName && r.http != nil {
+			return r.http.Addr().String()
+		}
+	}
+	return ""
+}
+
+// Run builds the daemon from opts.Config and runs it until every pipeline
+// has ended (end of input, ctx done, or a fatal error). The error joins the
+// pipelines' errors; Result holds each one's summary.
+func Run(ctx context.Context, opts Options) (Result, error) {
+	d, err := build(ctx, opts)
+	if err != nil {
+		if d != nil {
+			d.close()
+		}
+		return Result{}, err
+	}
+	defer d.close()
+	if opts.Ready != nil {
+		opts.Ready(d)
+	}
+	return d.run(ctx)
+}
+
+func build(ctx context.Context, opts Options) (*Daemon, error) {
+	cfg := opts.Config
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	d := &Daemon{cfg: cfg, log: log, reg: reg}
+
+	pbCfg := cfg.PowerBI
+	var httpClient *http.Client
+	if cfg.Emulator.Embedded {
+		emu, patched, err := startEmbedded(cfg, log)
+		if err != nil {
+			return d, err
+		}
+		d.emu = emu
+		pbCfg = patched
+		httpClient = emu.Client()
+		httpClient.Timeout = pbCfg.Timeout
+	} else {
+		c, err := pushapi.NewHTTPClient(pbCfg)
+		if err != nil {
+			return d, fmt.Errorf("powerbi: %w", err)
+		}
+		httpClient = c
+	}
+
+	pm := pushapi.NewMetrics(reg)
+	tokens, err := pushapi.NewTokenProvider(pbCfg, httpClient, log.With("component", "auth"), pm)
+	if err != nil {
+		return d, fmt.Errorf("powerbi.auth: %w", err)
+	}
+	d.tokens = tokens
+	client, err := pushapi.NewClient(pbCfg, tokens, httpClient, pushapi.ClientOptions{Logger: log.With("component", "powerbi"), Metrics: pm})
+	if err != nil {
+		return d, fmt.Errorf("powerbi: %w", err)
+	}
+	d.client = client
+
+	if cfg.Metrics.Enabled {
+		ops, err := startOps(cfg.Metrics, reg, d, log)
+		if err != nil {
+			return d, err
+		}
+		d.ops = ops
+	}
+
+	if d.emu != nil {
+		// The embedded emulator starts empty: create what the config names.
+		actions, err := provision.Plan(ctx, client, cfg, provision.Options{CreateAll: true})
+		if err != nil {
+			return d, fmt.Errorf("provisioning the embedded emulator: %w", err)
+		}
+		if _, err := provision.Apply(ctx, client, actions); err != nil {
+			return d, fmt.Errorf("provisioning the embedded emulator: %w", err)
+		}
+	}
+
+	plMetrics := pipeline.NewMetrics(reg)
+	dlMetrics := deadletter.NewMetrics(reg)
+	var kafkaMetrics *source.KafkaMetrics
+	var httpMetrics *source.HTTPMetrics
+	for i, pc := range cfg.Pipelines {
+		r := &running{cfg: pc}
+		d.pipelines = append(d.pipelines, r)
+		plog := log.With("pipeline", pc.Name)
+
+		target, err := client.ResolveTarget(ctx, pc.Target)
+		if err != nil {
+			return d, fmt.Errorf("pipelines[%d] (%s): resolving the target: %w", i, pc.Name, err)
+		}
+		r.target = target
+		client.SetLimits(target.DatasetID, pc.Limits)
+
+		mapper, err := schema.New(pc.Schema)
+		if err != nil {
+			return d, fmt.Errorf("pipelines[%d] (%s): schema: %w", i, pc.Name, err)
+		}
+		dl, err := deadletter.Open(pc.DeadLetter.Path, deadletter.Options{Pipeline: pc.Name, Metrics: dlMetrics})
+		if err != nil {
+			return d, fmt.Errorf("pipelines[%d] (%s): dead_letter: %w", i, pc.Name, err)
+		}
+		r.dl = dl
+
+		switch pc.Source.Type {
+		case source.TypeStdin:
+			r.src = source.NewStdin(opts.Stdin, pc.Source.Stdin.MaxLineBytes, "stdin")
+		case source.TypeKafka:
+			if kafkaMetrics == nil {
+				kafkaMetrics = source.NewKafkaMetrics(reg)
+			}
+			k, err := source.NewKafka(pc.Source.Kafka, source.KafkaOptions{Logger: plog.With("component", "kafka"), Metrics: kafkaMetrics, MaxUnacked: pc.MaxUnackedEvents})
+			if err != nil {
+				return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+			}
+			r.src, r.kafka = k, k
+		case source.TypeHTTP:
+			if httpMetrics == nil {
+				httpMetrics = source.NewHTTPMetrics(reg)
+			}
+			h, err := source.NewHTTP(pc.Source.HTTP, source.HTTPOptions{Logger: plog.With("component", "http"), Metrics: httpMetrics, MaxUnacked: pc.MaxUnackedEvents})
+			if err != nil {
+				return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+			}
+			r.src, r.http = h, h
+		default:
+			return d, fmt.Errorf("pipelines[%d] (%s): unknown source type %q", i, pc.Name, pc.Source.Type)
+		}
+
+		p, err := pipeline.New(pipeline.Options{
+			Name:            pc.Name,
+			Source:          r.src,
+			Mapper:          mapper,
+			Batch:           pc.Batch,
+			Target:          target,
+			Sender:          client,
+			DeadLetter:      deadLetterAdapter{dl},
+			MaxUnacked:      pc.MaxUnackedEvents,
+			Senders:         pc.Limits.MaxInFlight,
+			ShutdownTimeout: cfg.ShutdownTimeout,
+			Logger:          plog,
+			Metrics:         plMetrics,
+		})
+		if err != nil {
+			return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+		}
+		r.p = p
+	}
+	return d, nil
+}
+
+// startEmbedded starts the in-process emulator over HTTPS (MSAL accepts
+// only https authorities) and returns the Power BI config pointed at it,
+// with the credentials it accepts where the config gives none.
+func startEmbedded(cfg *config.Config, log *slog.Logger) (*emulator.Server, pushapi.Config, error) {
+	pb := cfg.PowerBI
+	ec := emulator.DefaultConfig()
+	ec.TLS = true
+	ec.Logger = log.With("component", "emulator")
+	a := &pb.Auth
+	if a.Method == "" && a.ClientID == "" && a.Token == "" && a.TokenFile == "" {
+		a.Method = pushapi.AuthClientSecret
+	}
+	if a.TenantID == "" {
+		a.TenantID = ec.Tenant
+	}
+	ec.Tenant = a.TenantID
+	if a.ClientID == "" {
+		a.ClientID = ec.ClientID
+	}
+	ec.ClientID = a.ClientID
+	switch a.ResolvedMethod() {
+	case pushapi.AuthClientSecret:
+		if a.ClientSecret == "" {
+			a.ClientSecret = secret.Value(emulator.DefaultClientSecret)
+		}
+		ec.ClientSecret = a.ClientSecret.Reveal()
+	case pushapi.AuthClientCertificate:
+		pemData, err := os.ReadFile(a.CertificateFile)
+		if err != nil {
+			return nil, pb, fmt.Errorf("powerbi.auth.certificate_file: %w", err)
+		}
+		certs, _, err := confidential.CertFromPEM(pemData, "")
+		if err != nil {
+			return nil, pb, fmt.Errorf("powerbi.auth.certificate_file %s: %w", a.CertificateFile, err)
+		}
+		ec.ClientCertificates = certs
+	}
+	emu, err := emulator.Start(ec)
+	if err != nil {
+		return nil, pb, fmt.Errorf("starting the embedded emulator: %w", err)
+	}
+	pb.APIURL = emu.URL()
+	pb.AuthorityURL = emu.URL()
+	log.Info("embedded Power BI emulator started", "url", emu.URL(), "tenant", ec.Tenant, "client_id", ec.ClientID)
+	return emu, pb, nil
+}
+
+// run starts every pipeline and waits for all of them.
+func (d *Daemon) run(ctx context.Context) (Result, error) {
+	results := make([]PipelineResult, len(d.pipelines))
+	var wg sync.WaitGroup
+	for i, r := range d.pipelines {
+		wg.Go(func() {
+			s, err := r.p.Run(ctx)
+			// Close the source after the pipeline: a Kafka source commits
+			// what was acked; the HTTP source answers what is left.
+			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if cerr := r.src.Close(closeCtx); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("closing the source of pipeline %s: %w", r.cfg.Name, cerr))
+			}
+			cancel()
+			if cerr := r.dl.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("closing the dead letter of pipeline %s: %w", r.cfg.Name, cerr))
+			}
+			r.dl = nil
+			results[i] = PipelineResult{Name: r.cfg.Name, Target: r.target, DeadLetter: r.cfg.DeadLetter.Path, Summary: s, Err: err}
+		})
+	}
+	wg.Wait()
+
+	res := Result{Pipelines: results}
+	res.Retries = int64(counterTotal(d.reg, "pushd_powerbi_retries_total"))
+	res.Throttled = int64(counterTotal(d.reg, "pushd_powerbi_throttled_total"))
+	var errs []error
+	for _, r := range results {
+		if r.Err != nil {
+			errs = append(errs, r.Err)
+		}
+	}
+	if d.emu != nil {
+		seen := map[string]bool{}
+		for _, r := range d.pipelines {
+			key := r.target.DatasetID + "/" + r.target.Table
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			res.Landed = append(res.Landed, Landed{
+				Dataset: r.cfg.Target.DatasetName, DatasetID: r.target.DatasetID, Table: r.target.Table,
+				Rows: d.emu.RowCount(r.target.DatasetID, r.target.Table),
+			})
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// close releases what build made, in reverse order.
+func (d *Daemon) close() {
+	for _, r := range d.pipelines {
+		if r.dl != nil {
+			_ = r.dl.Close()
+		}
+		if r.p == nil && r.src != nil {
+			_ = r.src.Close(context.Background())
+		}
+	}
+	if d.ops != nil {
+		d.ops.close()
+	}
+	if d.emu != nil {
+		_ = d.emu.Close()
+	}
+}
+
+// counterTotal sums every series of the named counter.
+func counterTotal(g prometheus.Gatherer, name string) float64 {
+	families, err := g.Gather()
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
+}
