@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,6 +70,7 @@ type Kafka struct {
 	log     *slog.Logger
 	metrics *KafkaMetrics
 	group   string
+	state   *groupState
 
 	// sem holds one token per unacknowledged event.
 	sem chan struct{}
@@ -180,6 +182,7 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		SASLMechanism: mechanism,
 	}
 	group := cfg.GroupID
+	state := &groupState{}
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           cfg.Brokers,
 		GroupID:           group,
@@ -196,8 +199,8 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		RebalanceTimeout:  cfg.RebalanceTimeout,
 		JoinGroupBackoff:  opts.JoinGroupBackoff,
 		StartOffset:       start,
-		Logger:            kafkaLogger(log, slog.LevelDebug, group),
-		ErrorLogger:       kafkaLogger(log, slog.LevelWarn, group),
+		Logger:            kafkaLogger(log, slog.LevelDebug, group, state.observe),
+		ErrorLogger:       kafkaLogger(log, slog.LevelWarn, group, state.observe),
 	})
 	loopCtx, loopStop := context.WithCancel(context.Background())
 	k := &Kafka{
@@ -206,6 +209,7 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		log:            log.With("group", group),
 		metrics:        opts.Metrics,
 		group:          group,
+		state:          state,
 		sem:            make(chan struct{}, opts.MaxUnacked),
 		commitInterval: cfg.CommitInterval,
 		commitTimeout:  opts.CommitTimeout,
@@ -255,6 +259,7 @@ func (k *Kafka) Read(ctx context.Context) (Event, Ack, error) {
 			if errors.Is(err, io.EOF) {
 				return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
 			}
+			k.state.failed(err.Error())
 			k.log.Warn("kafka fetch failed, retrying", "err", err)
 			if m := k.metrics; m != nil {
 				m.fetchErrors.WithLabelValues(k.group).Inc()
@@ -465,10 +470,69 @@ func (k *Kafka) Close(ctx context.Context) error {
 	return k.closeErr
 }
 
+// Ready reports whether the source is a member of its consumer group with
+// its partitions assigned (nil), or why not: not joined yet, the last group
+// or fetch error while it is not a member, or closed. The daemon's /readyz
+// calls it.
+func (k *Kafka) Ready() error {
+	select {
+	case <-k.closing:
+		return fmt.Errorf("kafka source of group %s is closed", k.group)
+	default:
+	}
+	if k.state.joined.Load() {
+		return nil
+	}
+	if msg := k.state.lastErr.Load(); msg != nil {
+		return fmt.Errorf("kafka group %s: not a member: %s", k.group, *msg)
+	}
+	return fmt.Errorf("kafka group %s: joining, no partitions assigned yet", k.group)
+}
+
+// groupState follows the group membership for Ready. kafka-go's Reader has
+// no callback for assignments or group errors, but it logs both, so the
+// source's loggers feed this (the formats are kafka-go v0.4.51's, from
+// reader.go and consumergroup.go; TestKafkaReady notices when they change).
+type groupState struct {
+	joined  atomic.Bool
+	lastErr atomic.Pointer[string]
+}
+
+// observe reads one kafka-go log call: the start of a generation's
+// assignment, or a failed attempt to join the group.
+func (s *groupState) observe(format string, args []any) {
+	if strings.HasPrefix(format, "subscribed to topics and partitions") {
+		s.join()
+		return
+	}
+	for _, prefix := range [...]string{
+		"Unable to establish connection to consumer group coordinator",
+		"Failed to join group",
+		"Failed to sync group",
+		"Failed to fetch offsets",
+	} {
+		if strings.HasPrefix(format, prefix) {
+			s.failed(fmt.Sprintf(format, args...))
+			return
+		}
+	}
+}
+
+func (s *groupState) join() {
+	s.lastErr.Store(nil)
+	s.joined.Store(true)
+}
+
+func (s *groupState) failed(msg string) {
+	s.lastErr.Store(&msg)
+	s.joined.Store(false)
+}
+
 // kafkaLogger adapts slog to kafka-go's printf logger: a constant message,
-// kafka-go's text as an attribute.
-func kafkaLogger(log *slog.Logger, level slog.Level, group string) kafka.Logger {
+// kafka-go's text as an attribute. observe sees every call, logged or not.
+func kafkaLogger(log *slog.Logger, level slog.Level, group string, observe func(format string, args []any)) kafka.Logger {
 	return kafka.LoggerFunc(func(format string, args ...any) {
+		observe(format, args)
 		ctx := context.Background()
 		if !log.Enabled(ctx, level) {
 			return

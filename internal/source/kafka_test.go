@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -580,5 +581,63 @@ func BenchmarkKafkaRead(b *testing.B) {
 			b.Fatal(err)
 		}
 		ack(nil)
+	}
+}
+
+// TestKafkaReady checks the readiness the daemon's /readyz reports: nil once
+// the group has assigned partitions (before any record exists), an error
+// naming the problem while the group cannot be joined, and after Close.
+func TestKafkaReady(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t)
+	// An address nothing listens on: the coordinator cannot be reached.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := ln.Addr().String()
+	ln.Close()
+
+	for _, tc := range []struct {
+		name    string
+		brokers []string
+		// wantErr is "" when Ready must become nil, else a part of the
+		// error it must come to report.
+		wantErr string
+	}{
+		{name: "joined with partitions assigned", brokers: c.ListenAddrs()},
+		{name: "coordinator unreachable", brokers: []string{deadAddr}, wantErr: "not a member: Unable to establish connection to consumer group coordinator"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testKafkaConfig(c, "g-ready-"+strings.ReplaceAll(tc.name, " ", "-"))
+			cfg.Brokers = tc.brokers
+			k := newTestKafka(t, cfg, testKafkaOptions(t))
+			if err := k.Ready(); err == nil {
+				t.Fatal("Ready = nil right after NewKafka, before the group could be joined")
+			}
+			deadline := time.Now().Add(15 * time.Second)
+			for {
+				err := k.Ready()
+				if tc.wantErr == "" && err == nil {
+					break
+				}
+				if tc.wantErr != "" && err != nil && strings.Contains(err.Error(), tc.wantErr) {
+					if !strings.Contains(err.Error(), cfg.GroupID) {
+						t.Errorf("Ready = %q, want the group %s named", err, cfg.GroupID)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("Ready = %v, want %q", err, tc.wantErr)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = k.Close(ctx)
+			if err := k.Ready(); err == nil || !strings.Contains(err.Error(), "closed") {
+				t.Fatalf("Ready after Close = %v, want an error saying it is closed", err)
+			}
+		})
 	}
 }
