@@ -43,7 +43,13 @@ type Emulator struct {
 	Embedded bool `yaml:"embedded"`
 	// TLS serves the emulator over HTTPS with a self-signed certificate
 	// (needed for the MSAL auth methods, which accept only https authorities).
+	// The embedded emulator always uses TLS, so that pushd authenticates
+	// through MSAL as it does against Power BI.
 	TLS bool `yaml:"tls"`
+	// DiscardRows makes the embedded emulator count accepted rows without
+	// keeping them, so that a large run measures pushd's memory, not the
+	// stand-in's (default false: rows are kept and can be inspected).
+	DiscardRows bool `yaml:"discard_rows"`
 }
 
 // Metrics configures the endpoint serving Prometheus metrics, /healthz and
@@ -79,7 +85,8 @@ type Pipeline struct {
 	Limits     pushapi.Limits `yaml:"limits"`
 	DeadLetter DeadLetter     `yaml:"dead_letter"`
 	// MaxUnackedEvents bounds the events read but not yet acknowledged
-	// (default 50,000): throttling turns into source lag, not memory.
+	// (default 10,000: one full batch; about 1 KB of memory each): throttling
+	// turns into source lag, not memory.
 	MaxUnackedEvents int       `yaml:"max_unacked_events"`
 	Provision        Provision `yaml:"provision"`
 }
@@ -159,7 +166,7 @@ func DefaultPipeline() Pipeline {
 		Schema:           schema.DefaultConfig(),
 		Batch:            defaultBatch(),
 		Limits:           pushapi.DefaultLimits(),
-		MaxUnackedEvents: 50000,
+		MaxUnackedEvents: 10000,
 		Provision:        Provision{Retention: pushapi.RetentionBasicFIFO, Mode: pushapi.ModePush},
 	}
 }

@@ -278,6 +278,7 @@ func startEmbedded(cfg *config.Config, log *slog.Logger) (*emulator.Server, push
 	pb := cfg.PowerBI
 	ec := emulator.DefaultConfig()
 	ec.TLS = true
+	ec.DiscardRows = cfg.Emulator.DiscardRows
 	ec.Logger = log.With("component", "emulator")
 	a := &pb.Auth
 	if a.Method == "" && a.ClientID == "" && a.Token == "" && a.TokenFile == "" {

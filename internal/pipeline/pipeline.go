@@ -70,7 +70,7 @@ type Options struct {
 	Target     pushapi.Target
 	Sender     pushapi.Sender
 	DeadLetter DeadLetter
-	// MaxUnacked bounds the events read but not yet acked (default 50,000).
+	// MaxUnacked bounds the events read but not yet acked (default 10,000).
 	MaxUnacked int
 	// Senders is the number of batches sent at once (default 5, Power BI's
 	// in-flight limit per dataset; the pushapi limiter enforces the limit,
@@ -127,7 +127,7 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, errors.New("pipeline: no dead letter")
 	}
 	if opts.MaxUnacked <= 0 {
-		opts.MaxUnacked = 50000
+		opts.MaxUnacked = 10000
 	}
 	if opts.Senders <= 0 {
 		opts.Senders = 5
