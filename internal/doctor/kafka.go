@@ -6,15 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
-	"github.com/segmentio/kafka-go/sasl/plain"
-	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/pushd/pushd/internal/source"
 )
@@ -24,11 +20,11 @@ import (
 // cluster's metadata for all topics, so that a broker with
 // auto.create.topics.enable never creates a topic on doctor's behalf.
 func checkKafka(ctx context.Context, kc source.KafkaConfig, key string) Check {
-	tlsConf, err := kafkaTLS(kc.TLS)
+	tlsConf, err := source.KafkaTLS(kc.TLS)
 	if err != nil {
 		return Check{Status: Fail, Detail: err.Error(), Fix: fmt.Sprintf("check %s.tls: the files must exist and hold PEM certificates (and the matching key)", key)}
 	}
-	mech, err := kafkaSASL(kc.SASL)
+	mech, err := source.KafkaSASL(kc.SASL)
 	if err != nil {
 		return Check{Status: Fail, Detail: err.Error(), Fix: fmt.Sprintf("check %s.sasl", key)}
 	}
@@ -134,59 +130,3 @@ func dialFix(err error, key string) string {
 	return fmt.Sprintf("check %s.brokers (host:port of the bootstrap servers), DNS, firewalls and network policies; from this host a TCP connection to the port must succeed (e.g. nc -vz host port). If the listener needs TLS or SASL, set %s.tls / %s.sasl", key, key, key)
 }
 
-// kafkaTLS builds the TLS settings as the Kafka source does (nil when off).
-func kafkaTLS(c source.TLSConfig) (*tls.Config, error) {
-	if !c.Enabled {
-		return nil, nil
-	}
-	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // only when the config says so
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificate found", c.CAFile)
-		}
-		conf.RootCAs = pool
-	}
-	if c.CertFile != "" || c.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("loading tls.cert_file %s and tls.key_file %s: %w", c.CertFile, c.KeyFile, err)
-		}
-		conf.Certificates = []tls.Certificate{cert}
-	}
-	return conf, nil
-}
-
-// kafkaSASL builds the SASL mechanism as the Kafka source does (nil when off).
-func kafkaSASL(c source.SASLConfig) (sasl.Mechanism, error) {
-	if c.Mechanism == "" {
-		return nil, nil
-	}
-	password := c.Password.Reveal()
-	if password == "" && c.PasswordFile != "" {
-		b, err := os.ReadFile(c.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading sasl.password_file: %w", err)
-		}
-		password = strings.TrimRight(string(b), "\r\n")
-	}
-	switch c.Mechanism {
-	case source.SASLPlain:
-		return plain.Mechanism{Username: c.Username, Password: password}, nil
-	case source.SASLSCRAMSHA256, source.SASLSCRAMSHA512:
-		algo := scram.SHA256
-		if c.Mechanism == source.SASLSCRAMSHA512 {
-			algo = scram.SHA512
-		}
-		m, err := scram.Mechanism(algo, c.Username, password)
-		if err != nil {
-			return nil, fmt.Errorf("sasl.mechanism %s: username or password not usable with SCRAM", c.Mechanism)
-		}
-		return m, nil
-	}
-	return nil, fmt.Errorf("sasl.mechanism: unsupported %q", c.Mechanism)
-}

@@ -85,8 +85,14 @@ type Kafka struct {
 	lagClient   *kafka.Client // nil when lag refresh is off
 	transport   *kafka.Transport
 
-	counterMu sync.Mutex
-	counters  map[string]prometheus.Counter // messages_total per topic
+	// The per-event series, looked up once: the unacked gauge, and
+	// messages_total per configured topic (topics is read-only after
+	// NewKafka; a topic outside it, which the group protocol should not
+	// assign, goes through counterMu and others).
+	unackedGauge prometheus.Gauge
+	topics       map[string]prometheus.Counter
+	counterMu    sync.Mutex
+	others       map[string]prometheus.Counter
 
 	closing   chan struct{} // closed when Close starts
 	loopStop  context.CancelFunc
@@ -162,11 +168,11 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 	if opts.LagInterval == 0 {
 		opts.LagInterval = 30 * time.Second
 	}
-	tlsConfig, err := kafkaTLS(cfg.TLS)
+	tlsConfig, err := KafkaTLS(cfg.TLS)
 	if err != nil {
 		return nil, fmt.Errorf("kafka source tls: %w", err)
 	}
-	mechanism, err := kafkaSASL(cfg.SASL)
+	mechanism, err := KafkaSASL(cfg.SASL)
 	if err != nil {
 		return nil, fmt.Errorf("kafka source sasl: %w", err)
 	}
@@ -214,10 +220,17 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		commitInterval: cfg.CommitInterval,
 		commitTimeout:  opts.CommitTimeout,
 		lagInterval:    opts.LagInterval,
-		counters:       make(map[string]prometheus.Counter),
+		others:         make(map[string]prometheus.Counter),
 		closing:        make(chan struct{}),
 		loopStop:       loopStop,
 		loopDone:       make(chan struct{}),
+	}
+	if m := opts.Metrics; m != nil {
+		k.unackedGauge = m.unacked.WithLabelValues(group)
+		k.topics = make(map[string]prometheus.Counter, len(cfg.Topics))
+		for _, topic := range cfg.Topics {
+			k.topics[topic] = m.messages.WithLabelValues(group, topic)
+		}
 	}
 	if opts.Metrics != nil && opts.LagInterval > 0 {
 		k.transport = &kafka.Transport{
@@ -244,11 +257,15 @@ func (k *Kafka) Read(ctx context.Context) (Event, Ack, error) {
 		default:
 		}
 		select {
-		case k.sem <- struct{}{}:
-		case <-ctx.Done():
-			return Event{}, nil, ctx.Err()
-		case <-k.closing:
-			return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
+		case k.sem <- struct{}{}: // the common case, without a three-way select
+		default:
+			select {
+			case k.sem <- struct{}{}:
+			case <-ctx.Done():
+				return Event{}, nil, ctx.Err()
+			case <-k.closing:
+				return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
+			}
 		}
 		msg, err := k.reader.FetchMessage(ctx)
 		if err != nil {
@@ -292,42 +309,48 @@ func (k *Kafka) event(msg kafka.Message) (Event, Ack, error) {
 			meta.Headers[h.Key] = string(h.Value)
 		}
 	}
-	if m := k.metrics; m != nil {
+	if k.metrics != nil {
 		k.topicCounter(msg.Topic).Inc()
-		m.unacked.WithLabelValues(k.group).Inc()
+		k.unackedGauge.Inc()
 	}
 	ev := Event{
 		Data:     msg.Value,
 		Position: KafkaPosition(msg.Topic, msg.Partition, msg.Offset),
 		Meta:     meta,
 	}
+	// The ack keeps only the token (which knows the partition and offset)
+	// and meta, not the whole record.
 	ack := func(err error) {
 		failed := ackFailed(err)
 		if !k.tracker.ack(token, failed) {
-			k.log.Error("kafka event acknowledged twice", "topic", msg.Topic, "partition", msg.Partition, "offset", msg.Offset)
+			k.log.Error("kafka event acknowledged twice", "topic", meta.Topic, "partition", meta.Partition, "offset", meta.Offset)
 			return
 		}
 		<-k.sem
 		if m := k.metrics; m != nil {
-			m.unacked.WithLabelValues(k.group).Dec()
+			k.unackedGauge.Dec()
 			if failed {
-				m.ackErrors.WithLabelValues(k.group, msg.Topic).Inc()
+				m.ackErrors.WithLabelValues(k.group, meta.Topic).Inc()
 			}
 		}
 		if failed {
-			k.log.Warn("kafka event not delivered, its offset will not be committed", "topic", msg.Topic, "partition", msg.Partition, "offset", msg.Offset, "err", err)
+			k.log.Warn("kafka event not delivered, its offset will not be committed", "topic", meta.Topic, "partition", meta.Partition, "offset", meta.Offset, "err", err)
 		}
 	}
 	return ev, ack, nil
 }
 
+// topicCounter returns the messages_total series of topic.
 func (k *Kafka) topicCounter(topic string) prometheus.Counter {
+	if c, ok := k.topics[topic]; ok {
+		return c
+	}
 	k.counterMu.Lock()
 	defer k.counterMu.Unlock()
-	c, ok := k.counters[topic]
+	c, ok := k.others[topic]
 	if !ok {
 		c = k.metrics.messages.WithLabelValues(k.group, topic)
-		k.counters[topic] = c
+		k.others[topic] = c
 	}
 	return c
 }
@@ -541,9 +564,10 @@ func kafkaLogger(log *slog.Logger, level slog.Level, group string, observe func(
 	})
 }
 
-// kafkaTLS builds the TLS settings for the brokers, or nil when TLS is off.
+// KafkaTLS builds the TLS settings for the brokers, or nil when TLS is off
+// (the Kafka source and pushd doctor dial with the same settings).
 // Certificates are verified unless InsecureSkipVerify is set.
-func kafkaTLS(c TLSConfig) (*tls.Config, error) {
+func KafkaTLS(c TLSConfig) (*tls.Config, error) {
 	if !c.Enabled {
 		return nil, nil
 	}
@@ -573,9 +597,9 @@ func kafkaTLS(c TLSConfig) (*tls.Config, error) {
 	return conf, nil
 }
 
-// kafkaSASL builds the SASL mechanism, or nil when SASL is off. A password
+// KafkaSASL builds the SASL mechanism, or nil when SASL is off. A password
 // given only as PasswordFile is read here.
-func kafkaSASL(c SASLConfig) (sasl.Mechanism, error) {
+func KafkaSASL(c SASLConfig) (sasl.Mechanism, error) {
 	if c.Mechanism == "" {
 		return nil, nil
 	}

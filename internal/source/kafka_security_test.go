@@ -275,14 +275,14 @@ func TestNewKafkaErrors(t *testing.T) {
 
 func TestKafkaTLSDefaultsVerify(t *testing.T) {
 	t.Parallel()
-	conf, err := kafkaTLS(TLSConfig{Enabled: true})
+	conf, err := KafkaTLS(TLSConfig{Enabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if conf.InsecureSkipVerify || conf.MinVersion < tls.VersionTLS12 || conf.RootCAs != nil {
 		t.Fatalf("default TLS config %+v: want verification on, TLS 1.2+, system roots", conf)
 	}
-	if conf, _ := kafkaTLS(TLSConfig{}); conf != nil {
+	if conf, _ := KafkaTLS(TLSConfig{}); conf != nil {
 		t.Fatal("TLS config built with TLS disabled")
 	}
 }
