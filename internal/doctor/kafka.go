@@ -129,4 +129,3 @@ func dialFix(err error, key string) string {
 	}
 	return fmt.Sprintf("check %s.brokers (host:port of the bootstrap servers), DNS, firewalls and network policies; from this host a TCP connection to the port must succeed (e.g. nc -vz host port). If the listener needs TLS or SASL, set %s.tls / %s.sasl", key, key, key)
 }
-
