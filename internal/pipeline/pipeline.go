@@ -234,11 +234,23 @@ func (p *Pipeline) Run(ctx context.Context) (Summary, error) {
 // or a fatal error. It returns an error only for a source failure.
 func (p *Pipeline) readLoop(ctx, sendCtx context.Context, b *batcher.Batcher) error {
 	var rows []json.RawMessage
+	done := ctx.Done()
 	for {
+		// Stop at once when ctx ends, even while the semaphore has room
+		// (the fast path below would not see it).
 		select {
-		case p.sem <- struct{}{}:
-		case <-ctx.Done():
+		case <-done:
 			return nil
+		default:
+		}
+		select {
+		case p.sem <- struct{}{}: // the common case, without a two-way select
+		default:
+			select {
+			case p.sem <- struct{}{}:
+			case <-done:
+				return nil
+			}
 		}
 		ev, ack, err := p.opts.Source.Read(ctx)
 		if err != nil {
