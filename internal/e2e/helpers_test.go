@@ -32,6 +32,11 @@ var pushdBin string
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
 func testMain(m *testing.M) int {
+	if bin := os.Getenv("PUSHD_E2E_BIN"); bin != "" {
+		// A binary built elsewhere, to compare two versions.
+		pushdBin = bin
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "pushd-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -224,6 +229,8 @@ type pipelineOptions struct {
 	source string
 	// batch, limits: YAML flow maps; empty keeps pushd's defaults.
 	batch, limits string
+	// schema replaces telemetrySchema when set.
+	schema string
 	// maxUnacked is max_unacked_events (0: default).
 	maxUnacked int
 	// shutdownTimeout is shutdown_timeout (0: 10s).
@@ -252,6 +259,10 @@ func (s setup) config(name string, o pipelineOptions) string {
 	shutdown := o.shutdownTimeout
 	if shutdown == 0 {
 		shutdown = 10 * time.Second
+	}
+	schema := o.schema
+	if schema == "" {
+		schema = telemetrySchema
 	}
 	var extra strings.Builder
 	if o.batch != "" {
@@ -292,7 +303,7 @@ pipelines:
 %[10]s    dead_letter:
       path: %[11]s
 %[12]s`, s.emu.URL(), s.ca, emulator.DefaultTenant, emulator.DefaultClientID, emulator.DefaultClientSecret,
-		shutdown, o.source, workspace, table, telemetrySchema, filepath.Join(s.dir, name+"-dead-letter.ndjson"), extra.String())
+		shutdown, o.source, workspace, table, schema, filepath.Join(s.dir, name+"-dead-letter.ndjson"), extra.String())
 }
 
 // writeConfig writes the config to a new file in s.dir.
