@@ -260,7 +260,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 			MaxUnacked:      pc.MaxUnackedEvents,
 			Senders:         pc.Limits.MaxInFlight,
 			ShutdownTimeout: cfg.ShutdownTimeout,
-			Logger:          plog,
+			Logger:          log, // pipeline.New adds the pipeline attribute itself
 			Metrics:         plMetrics,
 		})
 		if err != nil {

@@ -192,4 +192,9 @@ func TestMetricsHealthAndNoSecretsDuringARun(t *testing.T) {
 	if !strings.Contains(logs.String(), `"pipeline":"telemetry"`) {
 		t.Errorf("logs carry no pipeline attribute; the test saw no logs at all?\n%s", logs.String())
 	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Count(line, `"pipeline":`) > 1 {
+			t.Errorf("log line carries the pipeline attribute twice: %s", line)
+		}
+	}
 }
