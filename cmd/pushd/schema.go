@@ -11,13 +11,6 @@ import (
 
 // runSchema is `pushd schema`: schema helpers (infer).
 func runSchema(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "infer" {
-		fmt.Fprintln(stderr, "Usage: pushd schema infer [--table NAME] [--sample N] < sample.ndjson")
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			return exitOK
-		}
-		return exitUsage
-	}
 	fs := flag.NewFlagSet("pushd schema infer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	table := fs.String("table", "", "name of the target table, noted in the output's header")
@@ -31,6 +24,14 @@ func runSchema(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mapped with the result before it is printed.")
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, "\nExit codes: 0 done, 1 the input could not be read or inferred, 2 bad flags.")
+	}
+	if len(args) == 0 || args[0] != "infer" {
+		fs.Usage()
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			return exitOK
+		}
+		return exitUsage
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
