@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build: a static pushd binary on a distroless, non-root base.
 # The build stage runs scripts/build.sh, the same build CI runs.
-FROM golang:1.26-bookworm AS build
+# The Go image sets GOTOOLCHAIN=local, so its Go must be at least go.mod's
+# `go` line (1.26.8): a cached golang:1.26 older than that fails. Keep the
+# two in step.
+FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
