@@ -85,10 +85,7 @@ func BenchmarkPipeline(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var events [][]byte
-	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
-		events = append(events, line)
-	}
+	events := bytes.Split(bytes.TrimSpace(data), []byte("\n"))
 	mapper, err := schema.New(quickstartSchema(b))
 	if err != nil {
 		b.Fatal(err)
