@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"sort"
 )
 
@@ -39,12 +38,6 @@ const (
 )
 
 func main() {
-	if _, set := os.LookupEnv("GOGC"); !set {
-		// pushd waits on Power BI's quotas, not on the CPU: collect garbage
-		// twice as often as Go's default to keep a sidecar's memory small
-		// (GOGC and GOMEMLIMIT still override it).
-		debug.SetGCPercent(50)
-	}
 	os.Exit(dispatch(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -57,6 +59,10 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
+	if limit, set := memoryLimit(cfg); set {
+		logger.Debug("soft memory limit set from max_unacked_events", "bytes", limit)
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	res, err := daemon.Run(ctx, daemon.Options{Config: cfg, Stdin: stdin, Logger: logger})
@@ -66,6 +72,32 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// Memory bounds: what pushd holds is bounded by design (events in flight
+// up to max_unacked_events, about 1 KiB each with their rows and trackers,
+// plus a fixed base), so without a soft limit the garbage collector would
+// let the heap grow to twice that before collecting.
+const (
+	memoryBase     = 16 << 20
+	memoryPerEvent = 2 << 10
+)
+
+// memoryLimit sets Go's soft memory limit from the config's bounds unless
+// GOMEMLIMIT is set: the heap is then collected before garbage doubles it,
+// which keeps a sidecar's footprint near what it really holds. It is a soft
+// limit: if pushd ever needs more, the collector works harder (its CPU
+// share is capped by the runtime) but nothing fails.
+func memoryLimit(cfg *config.Config) (int64, bool) {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
+		return 0, false
+	}
+	limit := int64(memoryBase)
+	for _, p := range cfg.Pipelines {
+		limit += int64(p.MaxUnackedEvents) * memoryPerEvent
+	}
+	debug.SetMemoryLimit(limit)
+	return limit, true
 }
 
 // printSummary writes what the run did, one block per pipeline.

@@ -21,6 +21,9 @@ import (
 type Tracker struct {
 	event source.Event
 	ack   source.Ack
+	// done, when set, runs after ack with the same error. It is shared by
+	// every tracker of a pipeline, so it costs no allocation per event.
+	done func(error)
 	// pending counts added rows not yet settled, plus one until Seal: the
 	// bias keeps the count above zero while rows may still be added.
 	pending atomic.Int64
@@ -36,6 +39,26 @@ func NewTracker(ev source.Event, ack source.Ack) *Tracker {
 	t := &Tracker{event: ev, ack: ack}
 	t.pending.Store(1)
 	return t
+}
+
+// NewTrackerWithHook is NewTracker with done called after ack, with the
+// same error: a pipeline passes one long-lived function (to count acks and
+// free its in-flight slot) instead of wrapping every event's ack.
+func NewTrackerWithHook(ev source.Event, ack source.Ack, done func(error)) *Tracker {
+	t := NewTracker(ev, ack)
+	t.done = done
+	return t
+}
+
+// Fail records err as the event's outcome although no row carries it (a
+// row the batcher refused, a dead letter that could not be written): the
+// event is acked with the first error recorded, once it is settled.
+func (t *Tracker) Fail(err error) {
+	t.mu.Lock()
+	if t.err == nil {
+		t.err = err
+	}
+	t.mu.Unlock()
 }
 
 // Event returns the event being tracked, for dead-letter entries: its Data
@@ -84,5 +107,8 @@ func (t *Tracker) settle(n int64, err error) {
 	}
 	if t.ack != nil {
 		t.ack(err)
+	}
+	if t.done != nil {
+		t.done(err)
 	}
 }

@@ -85,8 +85,10 @@ type Pipeline struct {
 	Limits     pushapi.Limits `yaml:"limits"`
 	DeadLetter DeadLetter     `yaml:"dead_letter"`
 	// MaxUnackedEvents bounds the events read but not yet acknowledged
-	// (default 10,000: one full batch; about 1 KB of memory each): throttling
-	// turns into source lag, not memory.
+	// (default 5,000, about 1 KiB of memory each): throttling turns into
+	// source lag, not memory. When the bound is reached the current batch is
+	// sent at once. For a table past 250,000 rows (120 requests an hour),
+	// set it to 10,000 so that every request can carry a full batch.
 	MaxUnackedEvents int       `yaml:"max_unacked_events"`
 	Provision        Provision `yaml:"provision"`
 }
@@ -166,7 +168,7 @@ func DefaultPipeline() Pipeline {
 		Schema:           schema.DefaultConfig(),
 		Batch:            defaultBatch(),
 		Limits:           pushapi.DefaultLimits(),
-		MaxUnackedEvents: 10000,
+		MaxUnackedEvents: 5000,
 		Provision:        Provision{Retention: pushapi.RetentionBasicFIFO, Mode: pushapi.ModePush},
 	}
 }

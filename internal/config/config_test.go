@@ -106,7 +106,7 @@ func TestLoadMinimalConfigGetsDefaults(t *testing.T) {
 		{"in flight", want.Limits.MaxInFlight, 5},
 		{"large table rows", want.Limits.LargeTableRows, 250000},
 		{"large table requests per hour", want.Limits.LargeTableRequestsPerHour, 120},
-		{"max unacked", want.MaxUnackedEvents, 10000},
+		{"max unacked", want.MaxUnackedEvents, 5000},
 		{"retry initial", def.PowerBI.Retry.InitialBackoff, 500 * time.Millisecond},
 		{"retry max", def.PowerBI.Retry.MaxBackoff, 30 * time.Second},
 		{"retry-after cap", def.PowerBI.Retry.MaxRetryAfter, 10 * time.Minute},

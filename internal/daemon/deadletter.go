@@ -15,7 +15,7 @@ var _ pipeline.DeadLetter = deadLetterAdapter{}
 func (a deadLetterAdapter) Write(ctx context.Context, r pipeline.Rejection) error {
 	return a.w.Write(ctx, deadletter.Entry{
 		Pipeline: r.Pipeline,
-		Position: r.Event.Position,
+		Position: r.Event.Where(),
 		Index:    r.Index,
 		Reason: deadletter.Reason{
 			Kind:    r.Kind,

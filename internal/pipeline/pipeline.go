@@ -70,7 +70,7 @@ type Options struct {
 	Target     pushapi.Target
 	Sender     pushapi.Sender
 	DeadLetter DeadLetter
-	// MaxUnacked bounds the events read but not yet acked (default 10,000).
+	// MaxUnacked bounds the events read but not yet acked (default 5,000).
 	MaxUnacked int
 	// Senders is the number of batches sent at once (default 5, Power BI's
 	// in-flight limit per dataset; the pushapi limiter enforces the limit,
@@ -105,6 +105,7 @@ type Pipeline struct {
 
 	sem        chan struct{} // tokens for unacked events
 	readMetric prometheus.Counter
+	ackHook    func(error) // p.onAck, made once
 
 	eventsRead, rowsMapped, rowsAccepted, rowsDead, eventsDead atomic.Int64
 	requests, eventsFailed, eventsAcked, splits                atomic.Int64
@@ -127,7 +128,7 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, errors.New("pipeline: no dead letter")
 	}
 	if opts.MaxUnacked <= 0 {
-		opts.MaxUnacked = 10000
+		opts.MaxUnacked = 5000
 	}
 	if opts.Senders <= 0 {
 		opts.Senders = 5
@@ -138,14 +139,16 @@ func New(opts Options) (*Pipeline, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Pipeline{
+	p := &Pipeline{
 		opts:       opts,
 		log:        opts.Logger.With("pipeline", opts.Name),
 		metrics:    opts.Metrics,
 		sem:        make(chan struct{}, opts.MaxUnacked),
 		readMetric: opts.Metrics.eventsCounter(opts.Name),
 		failed:     make(chan struct{}),
-	}, nil
+	}
+	p.ackHook = p.onAck
+	return p, nil
 }
 
 // Run moves events until the source ends (ErrEndOfInput), ctx ends
@@ -246,6 +249,12 @@ func (p *Pipeline) readLoop(ctx, sendCtx context.Context, b *batcher.Batcher) er
 		select {
 		case p.sem <- struct{}{}: // the common case, without a two-way select
 		default:
+			// max_unacked_events reached: nothing more can join the
+			// current batch until some event is acked, so send it now
+			// rather than after its linger.
+			if err := b.Flush(ctx); err != nil && ctx.Err() == nil {
+				p.log.Warn("flushing a batch at the unacked bound failed", "err", err)
+			}
 			select {
 			case p.sem <- struct{}{}:
 			case <-done:
@@ -272,34 +281,23 @@ func (p *Pipeline) readLoop(ctx, sendCtx context.Context, b *batcher.Batcher) er
 	}
 }
 
-// outcome makes an event's ack carry a failure the tracker does not see (a
-// row that could not be added, a dead letter that could not be written).
-type outcome struct {
-	err atomic.Pointer[error]
+// onAck runs after every event's ack: it counts the outcome and frees the
+// event's slot. One function for all events, so acks cost no closure each.
+func (p *Pipeline) onAck(err error) {
+	if err != nil && !errors.Is(err, source.ErrDeadLettered) {
+		p.eventsFailed.Add(1)
+	}
+	p.eventsAcked.Add(1)
+	<-p.sem
 }
-
-func (o *outcome) fail(err error) { o.err.CompareAndSwap(nil, &err) }
 
 // handle maps one event into rows and hands them to the batcher.
 func (p *Pipeline) handle(ctx context.Context, b *batcher.Batcher, ev source.Event, ack source.Ack, rows []json.RawMessage) []json.RawMessage {
-	out := &outcome{}
-	tr := batcher.NewTracker(ev, func(err error) {
-		if e := out.err.Load(); e != nil && err == nil {
-			err = *e
-		}
-		if err != nil && !errors.Is(err, source.ErrDeadLettered) {
-			p.eventsFailed.Add(1)
-		}
-		p.eventsAcked.Add(1)
-		if ack != nil {
-			ack(err)
-		}
-		<-p.sem
-	})
+	tr := batcher.NewTrackerWithHook(ev, ack, p.ackHook)
 	defer tr.Seal()
 
 	if ev.Err != nil {
-		p.reject(ctx, tr, out, Rejection{Event: ev, Kind: "source", Rule: "source", Message: ev.Err.Error()})
+		p.reject(ctx, tr, Rejection{Event: ev, Kind: "source", Rule: "source", Message: ev.Err.Error()})
 		return rows
 	}
 	rows, err := p.opts.Mapper.Map(ev.Data, metaOf(ev), rows)
@@ -307,20 +305,20 @@ func (p *Pipeline) handle(ctx context.Context, b *batcher.Batcher, ev source.Eve
 		var me *schema.MappingError
 		if errors.As(err, &me) {
 			for _, f := range me.Failures {
-				p.reject(ctx, tr, out, Rejection{Event: ev, Index: f.Index, Kind: "mapping", Field: f.Column, Rule: f.Rule, Message: f.String()})
+				p.reject(ctx, tr, Rejection{Event: ev, Index: f.Index, Kind: "mapping", Field: f.Column, Rule: f.Rule, Message: f.String()})
 			}
 		} else {
-			p.reject(ctx, tr, out, Rejection{Event: ev, Kind: "mapping", Rule: "syntax", Message: err.Error()})
+			p.reject(ctx, tr, Rejection{Event: ev, Kind: "mapping", Rule: "syntax", Message: err.Error()})
 		}
 	}
 	p.rowsMapped.Add(int64(len(rows)))
 	for _, row := range rows {
 		if err := b.Add(ctx, row, tr); err != nil {
 			if errors.Is(err, batcher.ErrRowTooLarge) {
-				p.reject(ctx, tr, out, Rejection{Event: ev, Kind: "rejected", Rule: "size", Message: err.Error(), Row: row})
+				p.reject(ctx, tr, Rejection{Event: ev, Kind: "rejected", Rule: "size", Message: err.Error(), Row: row})
 				continue
 			}
-			out.fail(fmt.Errorf("pipeline %s: batching %s: %w", p.opts.Name, ev.Position, err))
+			tr.Fail(fmt.Errorf("pipeline %s: batching %s: %w", p.opts.Name, ev.Where(), err))
 			break
 		}
 	}
@@ -338,11 +336,11 @@ func metaOf(ev source.Event) schema.Meta {
 
 // reject writes r to the dead letter. If that fails, the event is acked
 // with the error and the pipeline stops: losing the event is not an option.
-func (p *Pipeline) reject(ctx context.Context, tr *batcher.Tracker, out *outcome, r Rejection) {
+func (p *Pipeline) reject(ctx context.Context, tr *batcher.Tracker, r Rejection) {
 	r.Pipeline = p.opts.Name
 	if err := p.opts.DeadLetter.Write(ctx, r); err != nil {
-		err = fmt.Errorf("pipeline %s: writing the dead letter for %s: %w", p.opts.Name, r.Event.Position, err)
-		out.fail(err)
+		err = fmt.Errorf("pipeline %s: writing the dead letter for %s: %w", p.opts.Name, r.Event.Where(), err)
+		tr.Fail(err)
 		p.fail(err)
 		return
 	}
@@ -352,7 +350,7 @@ func (p *Pipeline) reject(ctx context.Context, tr *batcher.Tracker, out *outcome
 	} else {
 		p.eventsDead.Add(1)
 	}
-	p.log.Warn("dead-lettered", "position", r.Event.Position, "index", r.Index, "field", r.Field, "rule", r.Rule, "status", r.Status, "err", r.Message)
+	p.log.Warn("dead-lettered", "position", r.Event.Where(), "index", r.Index, "field", r.Field, "rule", r.Rule, "status", r.Status, "err", r.Message)
 }
 
 // deliver sends a batch; on a row error it splits the batch to isolate the
@@ -403,13 +401,13 @@ func (p *Pipeline) rejectBatch(ctx context.Context, b *batcher.Batch, err error)
 		rr.Row = row
 		rr.Pipeline = p.opts.Name
 		if werr := p.opts.DeadLetter.Write(ctx, rr); werr != nil {
-			werr = fmt.Errorf("pipeline %s: writing the dead letter for %s: %w", p.opts.Name, rr.Event.Position, werr)
+			werr = fmt.Errorf("pipeline %s: writing the dead letter for %s: %w", p.opts.Name, rr.Event.Where(), werr)
 			p.fail(werr)
 			b.RowDone(i, werr)
 			continue
 		}
 		p.rowsDead.Add(1)
-		p.log.Warn("row dead-lettered", "position", rr.Event.Position, "status", r.Status, "code", r.Code, "err", r.Message)
+		p.log.Warn("row dead-lettered", "position", rr.Event.Where(), "status", r.Status, "code", r.Code, "err", r.Message)
 		b.Trackers[i].MarkDeadLettered()
 		b.RowDone(i, nil)
 	}

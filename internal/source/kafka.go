@@ -294,15 +294,24 @@ func (k *Kafka) Read(ctx context.Context) (Event, Ack, error) {
 }
 
 // event tracks msg and turns it into an event with its ack.
+// kafkaRecord is what the source keeps of a record until it is acked.
+type kafkaRecord struct {
+	meta    Metadata
+	pending pendingOffset
+}
+
 func (k *Kafka) event(msg kafka.Message) (Event, Ack, error) {
-	token := k.tracker.fetched(msg.Topic, msg.Partition, msg.Offset, msg.HighWaterMark)
-	meta := &Metadata{
+	// One allocation holds the record's metadata and its place in the
+	// offset tracker; the ack closure keeps only that.
+	rec := &kafkaRecord{meta: Metadata{
 		Key:       msg.Key,
 		Topic:     msg.Topic,
 		Partition: msg.Partition,
 		Offset:    msg.Offset,
 		Timestamp: msg.Time,
-	}
+	}}
+	k.tracker.fetchedInto(&rec.pending, msg.Topic, msg.Partition, msg.Offset, msg.HighWaterMark)
+	token, meta := &rec.pending, &rec.meta
 	if len(msg.Headers) > 0 {
 		meta.Headers = make(map[string]string, len(msg.Headers))
 		for _, h := range msg.Headers {
@@ -313,11 +322,7 @@ func (k *Kafka) event(msg kafka.Message) (Event, Ack, error) {
 		k.topicCounter(msg.Topic).Inc()
 		k.unackedGauge.Inc()
 	}
-	ev := Event{
-		Data:     msg.Value,
-		Position: KafkaPosition(msg.Topic, msg.Partition, msg.Offset),
-		Meta:     meta,
-	}
+	ev := Event{Data: msg.Value, Meta: meta} // Where() formats the position from meta
 	// The ack keeps only the token (which knows the partition and offset)
 	// and meta, not the whole record.
 	ack := func(err error) {

@@ -86,6 +86,14 @@ func newOffsetTracker() *offsetTracker {
 // fetched records a fetched record and returns the token to acknowledge it
 // with. highWatermark is the partition's high watermark from the fetch.
 func (t *offsetTracker) fetched(topic string, partition int, offset, highWatermark int64) *pendingOffset {
+	e := &pendingOffset{}
+	t.fetchedInto(e, topic, partition, offset, highWatermark)
+	return e
+}
+
+// fetchedInto is fetched with the caller's pendingOffset (which the caller
+// allocates together with other per-record state).
+func (t *offsetTracker) fetchedInto(e *pendingOffset, topic string, partition int, offset, highWatermark int64) {
 	key := topicPartition{topic: topic, partition: partition}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -100,10 +108,9 @@ func (t *offsetTracker) fetched(topic string, partition int, offset, highWaterma
 	if highWatermark > p.highWatermark {
 		p.highWatermark = highWatermark
 	}
-	e := &pendingOffset{part: p, offset: offset, index: len(p.pending)}
+	*e = pendingOffset{part: p, offset: offset, index: len(p.pending)}
 	p.pending = append(p.pending, e)
 	p.up(e.index)
-	return e
 }
 
 // ack records the acknowledgement of e; failed says the event was not

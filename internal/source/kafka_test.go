@@ -182,7 +182,7 @@ func readN(t *testing.T, s Source, n int) []readEvent {
 func positions(evs []readEvent) []string {
 	out := make([]string, len(evs))
 	for i, e := range evs {
-		out[i] = e.ev.Position
+		out[i] = e.ev.Where()
 	}
 	sort.Strings(out)
 	return out
@@ -361,7 +361,7 @@ func TestKafkaGroupMembersSharePartitions(t *testing.T) {
 					return
 				}
 				mu.Lock()
-				seen[ev.Position]++
+				seen[ev.Where()]++
 				byMember[i][ev.Meta.Partition] = true
 				mu.Unlock()
 				ack(nil)

@@ -31,7 +31,9 @@ type Event struct {
 	// Data is the raw event body. It stays valid until the event is acked.
 	Data []byte
 	// Position says where the event came from, for dead letters and logs:
-	// "stdin:42" (line), "kafka:topic/3@1234", "http:127.0.0.1:5555#7".
+	// "stdin:42" (line), "http:127.0.0.1:5555#7/0". The Kafka source leaves
+	// it empty (formatting it for every record would cost more than the
+	// rest of the record's handling); Where formats it from Meta.
 	Position string
 	// Meta carries values from outside the body (Kafka key, topic, headers);
 	// nil for sources that have none.
@@ -43,6 +45,16 @@ type Event struct {
 	// goes on. Data then holds what the source kept (for an over-long line,
 	// its first bytes).
 	Err error
+}
+
+// Where returns the event's position: Position, or for a Kafka record
+// "kafka:topic/partition@offset" made from Meta. Call it only where the
+// position is shown (dead letters, logs).
+func (e Event) Where() string {
+	if e.Position == "" && e.Meta != nil {
+		return KafkaPosition(e.Meta.Topic, e.Meta.Partition, e.Meta.Offset)
+	}
+	return e.Position
 }
 
 // Metadata holds the Kafka record fields that schema columns can read with
