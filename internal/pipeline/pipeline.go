@@ -350,7 +350,29 @@ func (p *Pipeline) reject(ctx context.Context, tr *batcher.Tracker, r Rejection)
 	} else {
 		p.eventsDead.Add(1)
 	}
-	p.log.Warn("dead-lettered", "position", r.Event.Where(), "index", r.Index, "field", r.Field, "rule", r.Rule, "status", r.Status, "err", r.Message)
+	p.log.Warn("dead-lettered", rejectionAttrs(r)...)
+}
+
+// rejectionAttrs are the log attributes of a rejection, leaving out the
+// ones that do not apply (a mapping failure has no HTTP status).
+func rejectionAttrs(r Rejection) []any {
+	attrs := []any{"position", r.Event.Where(), "kind", r.Kind}
+	if r.Index != 0 {
+		attrs = append(attrs, "index", r.Index)
+	}
+	if r.Field != "" {
+		attrs = append(attrs, "field", r.Field)
+	}
+	if r.Rule != "" {
+		attrs = append(attrs, "rule", r.Rule)
+	}
+	if r.Status != 0 {
+		attrs = append(attrs, "status", r.Status)
+	}
+	if r.Code != "" {
+		attrs = append(attrs, "code", r.Code)
+	}
+	return append(attrs, "err", r.Message)
 }
 
 // deliver sends a batch; on a row error it splits the batch to isolate the
@@ -407,7 +429,7 @@ func (p *Pipeline) rejectBatch(ctx context.Context, b *batcher.Batch, err error)
 			continue
 		}
 		p.rowsDead.Add(1)
-		p.log.Warn("row dead-lettered", "position", rr.Event.Where(), "status", r.Status, "code", r.Code, "err", r.Message)
+		p.log.Warn("dead-lettered", rejectionAttrs(rr)...)
 		b.Trackers[i].MarkDeadLettered()
 		b.RowDone(i, nil)
 	}

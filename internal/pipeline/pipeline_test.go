@@ -321,3 +321,45 @@ func TestRunShutdownTimeoutCancelsSendsAndAcksWithError(t *testing.T) {
 		}
 	}
 }
+
+// tooLargeSender answers 413 to any request of more than max rows, as
+// Power BI does for a body over its size limit.
+type tooLargeSender struct {
+	fakeSender
+	max int
+}
+
+func (s *tooLargeSender) PostRows(ctx context.Context, t pushapi.Target, rows []json.RawMessage) error {
+	if len(rows) > s.max {
+		s.mu.Lock()
+		s.requests++
+		s.mu.Unlock()
+		return &pushapi.APIError{Op: "PostRows", Status: http.StatusRequestEntityTooLarge, Code: "RequestEntityTooLarge", Message: "request too large"}
+	}
+	return s.fakeSender.PostRows(ctx, t, rows)
+}
+
+func TestRunSplitsABatchRefusedAsTooLarge(t *testing.T) {
+	var events []string
+	for i := range 100 {
+		events = append(events, fmt.Sprintf(`{"id":%d}`, i))
+	}
+	src := newSliceSource(events...)
+	snd := &tooLargeSender{max: 30}
+	dl := &memDeadLetter{}
+	s, err := newTestPipeline(t, src, snd, dl, 100).Run(context.Background())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if s.RowsAccepted != 100 || len(snd.accepted) != 100 || len(dl.got) != 0 {
+		t.Fatalf("accepted %d (sender %d), dead-lettered %d; want all 100 accepted after splitting", s.RowsAccepted, len(snd.accepted), len(dl.got))
+	}
+	if s.BatchesSplit == 0 {
+		t.Error("no batch was split")
+	}
+	for i, err := range src.acks {
+		if err != nil {
+			t.Errorf("event %d acked with %v", i, err)
+		}
+	}
+}
