@@ -249,8 +249,13 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 			return fmt.Errorf("%w: %d attempts in %s: %w", ErrRetriesExhausted, attempt, now.Sub(start).Round(time.Millisecond), o.err)
 		}
 		c.metrics.retry(cl.dataset, cl.table)
-		c.logger.Warn("request failed; retrying", "op", cl.op, "dataset", cl.dataset, "table", cl.table,
-			"attempt", attempt, "retry_after", delay, "err", o.err)
+		// wait is pushd's own pause before the next attempt; retry_after is
+		// what the server asked for, logged only when it sent Retry-After.
+		attrs := []any{"op", cl.op, "dataset", cl.dataset, "table", cl.table, "attempt", attempt, "wait", delay}
+		if o.retryAfter > 0 {
+			attrs = append(attrs, "retry_after", o.retryAfter)
+		}
+		c.logger.Warn("request failed; retrying", append(attrs, "err", o.err)...)
 		if err := c.clock.Sleep(ctx, delay); err != nil {
 			return fmt.Errorf("%w (last attempt: %v)", err, o.err)
 		}

@@ -1,9 +1,11 @@
 package pushapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -419,5 +421,77 @@ func TestEncodeRows(t *testing.T) {
 				t.Errorf("cap %d != len %d: size estimate off", cap(got), len(got))
 			}
 		})
+	}
+}
+
+// TestRetryLogNamesWaitAndRetryAfter checks the retry log's attributes:
+// wait is pushd's own pause before the next attempt, retry_after appears
+// only when the server sent a Retry-After, with its value.
+func TestRetryLogNamesWaitAndRetryAfter(t *testing.T) {
+	s := &script{steps: []func(http.ResponseWriter, *http.Request){
+		status(503, ""),
+		status(429, "TooManyRequests", "Retry-After", "7"),
+		status(503, "", "Retry-After", "1"), // shorter than the backoff (2s)
+		ok,
+	}}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	var logs bytes.Buffer
+	c, err := NewClient(testConfig(srv.URL), &fakeTokens{}, srv.Client(), ClientOptions{
+		Clock:  newFakeClock(),
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.jitter = func(d time.Duration) time.Duration { return d }
+	c.SetLimits("ds", Limits{RequestsPerMinute: 1_000_000})
+	if err := c.PostRows(context.Background(), Target{WorkspaceID: "ws", DatasetID: "ds", Table: "t"}, rowsN(1)); err != nil {
+		t.Fatal(err)
+	}
+	type record struct {
+		Msg        string
+		Attempt    int
+		Wait       *time.Duration
+		RetryAfter *time.Duration `json:"retry_after"`
+	}
+	var got []record
+	dec := json.NewDecoder(&logs)
+	for dec.More() {
+		var r record
+		if err := dec.Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Msg == "request failed; retrying" {
+			got = append(got, r)
+		}
+	}
+	d := func(v time.Duration) *time.Duration { return &v }
+	want := []struct {
+		scenario   string
+		wait       time.Duration
+		retryAfter *time.Duration
+	}{
+		{"503 without Retry-After: backoff only", 500 * time.Millisecond, nil},
+		{"429 with Retry-After 7: waits what the server asked", 7 * time.Second, d(7 * time.Second)},
+		{"503 with Retry-After 1 below the backoff: waits the backoff", 2 * time.Second, d(time.Second)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d retry logs, want %d:\n%s", len(got), len(want), logs.String())
+	}
+	for i, w := range want {
+		r := got[i]
+		if r.Attempt != i+1 {
+			t.Errorf("%s: attempt = %d, want %d", w.scenario, r.Attempt, i+1)
+		}
+		if r.Wait == nil || *r.Wait != w.wait {
+			t.Errorf("%s: wait = %v, want %v", w.scenario, r.Wait, w.wait)
+		}
+		switch {
+		case w.retryAfter == nil && r.RetryAfter != nil:
+			t.Errorf("%s: retry_after = %v, want it absent", w.scenario, *r.RetryAfter)
+		case w.retryAfter != nil && (r.RetryAfter == nil || *r.RetryAfter != *w.retryAfter):
+			t.Errorf("%s: retry_after = %v, want %v", w.scenario, r.RetryAfter, *w.retryAfter)
+		}
 	}
 }
