@@ -47,6 +47,7 @@ func testOptions(env map[string]string, files map[string]string) Options {
 // TestBadConfigs loads every testdata/*.bad.yaml and checks that the error
 // lists exactly the problems its "# want: LINE: PATH: MSG" comments name:
 // each printed problem (after "FILE:") must start with one want, in order.
+// A "# never: TEXT" comment names text (a password) the error must not show.
 func TestBadConfigs(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.bad.yaml")
 	if err != nil {
@@ -62,10 +63,13 @@ func TestBadConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var wants []string
+			var wants, nevers []string
 			for _, line := range strings.Split(string(data), "\n") {
 				if w, ok := strings.CutPrefix(line, "# want: "); ok {
 					wants = append(wants, w)
+				}
+				if n, ok := strings.CutPrefix(line, "# never: "); ok {
+					nevers = append(nevers, n)
 				}
 				if strings.HasPrefix(line, "# needs: schema.Validate") && !schemaValidates {
 					t.Skip("schema.Config has no Validate method yet")
@@ -84,6 +88,11 @@ func TestBadConfigs(t *testing.T) {
 			}
 			if cerr.File != file {
 				t.Errorf("Error.File = %q, want %q", cerr.File, file)
+			}
+			for _, n := range nevers {
+				if strings.Contains(err.Error(), n) {
+					t.Errorf("the error repeats %q, which it must never show:\n%s", n, err)
+				}
 			}
 			got := strings.Split(err.Error(), "\n")
 			for i := range got {

@@ -47,7 +47,7 @@ func validatePowerBI(c pushapi.Config, embedded bool) error {
 	method := c.Auth.ResolvedMethod()
 	msal := method == pushapi.AuthClientSecret || method == pushapi.AuthClientCertificate
 	if u, err := url.Parse(c.AuthorityURL); c.AuthorityURL != "" && err == nil && u.Scheme == "http" && msal {
-		errs.add("authority_url", "must be https with auth method %s (MSAL accepts only https authorities), got %q", method, c.AuthorityURL)
+		errs.add("authority_url", "must be https with auth method %s (MSAL accepts only https authorities), got %q", method, pushapi.RedactURL(c.AuthorityURL))
 	}
 	if err := unusedAuthKeys(c.Auth, method); err != nil {
 		errs = append(errs, prefixErrors("auth", err)...)

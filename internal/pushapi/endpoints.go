@@ -3,6 +3,7 @@ package pushapi
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -94,15 +95,44 @@ func (c Config) Endpoints() (Endpoints, error) {
 	return e, nil
 }
 
+// checkURL checks an API or authority URL. Its messages show the URL with
+// any user:password@ part redacted, never the credentials.
 func checkURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("invalid URL %q: %w", s, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the whole URL, credentials included
+		}
+		return fmt.Errorf("invalid URL %q: %w", RedactURL(s), err)
+	}
+	if u.User != nil {
+		return fmt.Errorf("must not contain credentials (user:password@), got %q: credentials don't belong in the URL; set them under powerbi.auth", RedactURL(s))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		return fmt.Errorf("invalid URL %q: want http(s)://host[:port]", s)
 	}
 	return nil
+}
+
+// RedactURL returns s with the userinfo of its authority (the
+// "user:password@" after "scheme://") replaced by "<redacted>@". It works on
+// the text, so it redacts even a URL that does not parse.
+func RedactURL(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
+	}
+	rest := s[i+3:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return s
+	}
+	return s[:i+3] + "<redacted>" + rest[at:]
 }
 
 // NewHTTPClient returns the HTTP client pushd uses for Power BI and Entra ID:

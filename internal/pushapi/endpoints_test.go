@@ -112,3 +112,60 @@ func TestNewHTTPClientCAFile(t *testing.T) {
 		t.Errorf("NewHTTPClient = %+v, %v", c, err)
 	}
 }
+
+// TestURLWithCredentials checks that api_url and authority_url with a
+// user:password@ part are refused, naming the key, and that no message
+// repeats the password.
+func TestURLWithCredentials(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"api_url with user and password", Config{APIURL: "https://alice:hunter2@api.example.com/v1"},
+			[]string{"api_url: must not contain credentials", `"https://<redacted>@api.example.com/v1"`, "don't belong in the URL"}},
+		{"authority_url with a user only", Config{AuthorityURL: "https://hunter2@login.example.com"},
+			[]string{"authority_url: must not contain credentials", `"https://<redacted>@login.example.com"`}},
+		{"unparseable URL with a password", Config{APIURL: "https://alice:hun%zzter2@api.example.com"},
+			[]string{"api_url: invalid URL", `"https://<redacted>@api.example.com"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, err := range []error{tt.cfg.Validate(), endpointsErr(tt.cfg)} {
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				for _, w := range tt.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+				if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "hun%zz") {
+					t.Errorf("error repeats the password: %q", err)
+				}
+			}
+		})
+	}
+}
+
+func endpointsErr(c Config) error {
+	_, err := c.Endpoints()
+	return err
+}
+
+func TestRedactURL(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"https://u:p@host:8443/path?q=a@b#x@y", "https://<redacted>@host:8443/path?q=a@b#x@y"},
+		{"https://u:p@x@host", "https://<redacted>@host"},
+		{"https://host/a@b", "https://host/a@b"},
+		{"http://host", "http://host"},
+		{"no scheme user:p@host", "no scheme user:p@host"},
+		{"", ""},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := RedactURL(tt.in); got != tt.want {
+				t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
