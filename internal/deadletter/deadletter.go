@@ -34,6 +34,9 @@
 // so the cost of one write call each is small. If a write fails, Write
 // returns the error, and every later Write too: the pipeline then stops
 // rather than ack an event it could not record.
+//
+// The file appears with its first entry: a run with nothing undelivered
+// leaves none behind.
 package deadletter
 
 import (
@@ -43,6 +46,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -123,35 +127,74 @@ type Options struct {
 type Writer struct {
 	opts  Options
 	path  string
-	file  *os.File // nil for New
 	count atomic.Int64
 
 	mu     sync.Mutex // guards the fields below
-	w      io.Writer
+	file   *os.File   // nil for New, and for Open until the file is opened
+	w      io.Writer  // nil until Open's new file is created by the first Write
 	buf    bytes.Buffer
 	enc    *json.Encoder
 	err    error // sticky: the first write failure
 	closed bool
 }
 
-// Open opens (creating it and its directories if needed) the dead-letter
-// file at path for appending. Several writers may append to one file: each
+// Open prepares the dead-letter file at path for appending. It creates the
+// file's directories, but not the file: that waits for the first Write, so
+// a run with nothing to dead-letter leaves no empty file behind. A path
+// pushd cannot write still fails here, at start: an existing file is
+// opened now (and a last line left unfinished by a crash is ended), and for
+// a new file Open checks that the directory takes a file by creating and
+// removing a temporary one. Several writers may append to one file: each
 // line goes in one write call, which O_APPEND keeps whole.
 func Open(path string, opts Options) (*Writer, error) {
-	if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, DirMode); err != nil {
 		return nil, fmt.Errorf("creating the dead letter directory: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, FileMode)
-	if err != nil {
+	w := newWriter(opts)
+	w.path = path
+	switch _, err := os.Stat(path); {
+	case err == nil:
+		if err := w.openFile(); err != nil {
+			return nil, err
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if err := checkWritable(dir); err != nil {
+			return nil, fmt.Errorf("cannot create the dead letter %s: %w", path, err)
+		}
+	default:
 		return nil, fmt.Errorf("opening the dead letter: %w", err)
 	}
-	if err := endLine(f, path); err != nil {
-		_ = f.Close()
-		return nil, err
-	}
-	w := New(f, opts)
-	w.file, w.path = f, path
 	return w, nil
+}
+
+// checkWritable checks that a file can be created in dir, leaving none.
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".pushd-dead-letter-check-*")
+	if err != nil {
+		return fmt.Errorf("directory %s is not writable: %w", dir, err)
+	}
+	cerr := f.Close()
+	rerr := os.Remove(f.Name())
+	if err := errors.Join(cerr, rerr); err != nil {
+		return fmt.Errorf("checking that directory %s is writable: %w", dir, err)
+	}
+	return nil
+}
+
+// openFile opens (creating it if needed) the file at w.path for appending
+// and ends a last line left unfinished. The caller holds w.mu, or is Open.
+func (w *Writer) openFile() error {
+	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, FileMode)
+	if err != nil {
+		return fmt.Errorf("opening the dead letter: %w", err)
+	}
+	if err := endLine(f, w.path); err != nil {
+		_ = f.Close()
+		return err
+	}
+	w.file, w.w = f, f
+	return nil
 }
 
 // endLine ends a last line left unfinished (by a crash during a write of an
@@ -184,10 +227,17 @@ func endLine(f *os.File, path string) error {
 // New returns a Writer appending entries to w, for tests and for writers
 // other than a file. Close does not close w.
 func New(w io.Writer, opts Options) *Writer {
+	dw := newWriter(opts)
+	dw.w, dw.path = w, "(writer)"
+	return dw
+}
+
+// newWriter returns a Writer with no destination yet.
+func newWriter(opts Options) *Writer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	dw := &Writer{opts: opts, w: w, path: "(writer)"}
+	dw := &Writer{opts: opts}
 	dw.enc = json.NewEncoder(&dw.buf)
 	dw.enc.SetEscapeHTML(false) // keep the event's text as it was
 	return dw
@@ -249,6 +299,13 @@ func (w *Writer) Write(ctx context.Context, e Entry) error {
 		// Our own encoding failed: nothing was written, later writes may work.
 		return fmt.Errorf("encoding a dead letter entry for %s: %w", e.Position, err)
 	}
+	if w.w == nil {
+		// The first entry of a file Open did not find: create it now.
+		if err := w.openFile(); err != nil {
+			w.err = fmt.Errorf("creating the dead letter %s: %w", w.path, err)
+			return w.err
+		}
+	}
 	if _, err := w.w.Write(w.buf.Bytes()); err != nil {
 		w.err = fmt.Errorf("writing to the dead letter %s: %w", w.path, err)
 		return w.err
@@ -274,8 +331,8 @@ func jsonOrText(b []byte) any {
 // Count returns the number of entries written so far.
 func (w *Writer) Count() int64 { return w.count.Load() }
 
-// Close syncs the file to disk and closes it (a Writer from New only stops
-// taking entries). Later Writes fail with ErrClosed; later Closes return nil.
+// Close syncs the file to disk and closes it (a Writer from New, or from
+// Open that never wrote to a new file, only stops taking entries). Later Writes fail with ErrClosed; later Closes return nil.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()

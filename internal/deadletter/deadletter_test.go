@@ -257,3 +257,158 @@ func TestOpenErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenCreatesTheFileOnFirstWrite checks that a run with nothing to
+// dead-letter leaves no file, that the first Write creates it with
+// FileMode, and that Open leaves nothing else in the directory.
+func TestOpenCreatesTheFileOnFirstWrite(t *testing.T) {
+	entry := Entry{Position: "stdin:1", Reason: Reason{Kind: KindMapping}, Event: []byte(`{"a":1}`)}
+	for _, tt := range []struct {
+		name   string
+		writes int
+		// between runs after Open and before the writes (e.g. another
+		// writer creating the file with a torn last line).
+		between   func(t *testing.T, path string)
+		wantFile  bool
+		wantLines []string // prefixes of the file's lines
+	}{
+		{name: "nothing written leaves no file"},
+		{name: "first write creates the file", writes: 2, wantFile: true,
+			wantLines: []string{`{"time":`, `{"time":`}},
+		{name: "file created by another writer meanwhile, torn line ended", writes: 1, wantFile: true,
+			between: func(t *testing.T, path string) {
+				if err := os.WriteFile(path, []byte(`{"torn":`), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantLines: []string{`{"torn":`, `{"time":`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "state", "dead")
+			path := filepath.Join(dir, "dl.ndjson")
+			w, err := Open(path, Options{Pipeline: "p"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+				t.Fatalf("after Open the directory holds %v (err %v), want it created and empty", entries, err)
+			}
+			if tt.between != nil {
+				tt.between(t, path)
+			}
+			for range tt.writes {
+				if err := w.Write(t.Context(), entry); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(path)
+			if !tt.wantFile {
+				if !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("file exists (err %v) with %q, want none", err, data)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+			if len(lines) != len(tt.wantLines) {
+				t.Fatalf("lines %q, want %d", lines, len(tt.wantLines))
+			}
+			for i, want := range tt.wantLines {
+				if !strings.HasPrefix(lines[i], want) {
+					t.Errorf("line %d = %q, want prefix %q", i, lines[i], want)
+				}
+			}
+			st, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.between == nil && st.Mode().Perm() != FileMode {
+				t.Errorf("file mode %v, want %v", st.Mode().Perm(), FileMode)
+			}
+			if w.Count() != int64(tt.writes) {
+				t.Errorf("Count = %d, want %d", w.Count(), tt.writes)
+			}
+		})
+	}
+}
+
+// TestCreateFailureIsSticky checks that when the first Write cannot create
+// the file, it and every later Write fail, so the pipeline stops.
+func TestCreateFailureIsSticky(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dead")
+	path := filepath.Join(dir, "dl.ndjson")
+	w, err := Open(path, Options{Pipeline: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The directory goes away, and a file takes its place: no file can be
+	// created at path any more.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := Entry{Reason: Reason{Kind: KindMapping}, Event: []byte(`{"a":1}`)}
+	err = w.Write(t.Context(), e)
+	if err == nil || !strings.Contains(err.Error(), "creating the dead letter "+path) {
+		t.Fatalf("Write = %v, want the create error naming %s", err, path)
+	}
+	if err := os.Remove(dir); err != nil { // the way is clear again
+		t.Fatal(err)
+	}
+	if err2 := w.Write(t.Context(), e); err2 == nil {
+		t.Error("Write after a failure succeeded")
+	}
+	if w.Count() != 0 {
+		t.Errorf("Count = %d, want 0", w.Count())
+	}
+	if err := w.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+}
+
+// TestOpenRefusesWhatItCannotWrite checks that a path pushd could not write
+// fails at Open, not at the first dead letter.
+func TestOpenRefusesWhatItCannotWrite(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root writes through permissions")
+	}
+	for _, tt := range []struct {
+		name  string
+		setup func(t *testing.T, dir string) string // returns the path
+		want  string
+	}{
+		{"read-only directory", func(t *testing.T, dir string) string {
+			ro := filepath.Join(dir, "ro")
+			if err := os.Mkdir(ro, 0o500); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(ro, "dl.ndjson")
+		}, "is not writable"},
+		{"read-only existing file", func(t *testing.T, dir string) string {
+			path := filepath.Join(dir, "dl.ndjson")
+			if err := os.WriteFile(path, nil, 0o400); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}, "permission denied"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := tt.setup(t, t.TempDir())
+			w, err := Open(path, Options{})
+			if err == nil {
+				w.Close()
+				t.Fatalf("Open(%s) succeeded", path)
+			}
+			if !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), path) {
+				t.Errorf("Open = %v, want %q naming %s", err, tt.want, path)
+			}
+		})
+	}
+}
