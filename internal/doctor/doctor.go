@@ -11,11 +11,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pushd/pushd/internal/config"
@@ -128,7 +130,7 @@ func Run(ctx context.Context, opts Options) Report {
 		r.checkSource(ctx, i, p)
 	}
 	if cfg.Metrics.Enabled {
-		r.add(checkListen("metrics", cfg.Metrics.Listen, "metrics.listen"))
+		r.add(r.checkListen(ctx, "metrics", cfg.Metrics.Listen, metricsKey))
 	}
 	return r.report
 }
@@ -434,7 +436,7 @@ func (r *run) checkSource(ctx context.Context, i int, p config.Pipeline) {
 	case source.TypeStdin:
 		r.add(Check{Step: step, Status: Pass, Detail: "stdin: nothing to check"})
 	case source.TypeHTTP:
-		r.add(checkListen(step, p.Source.HTTP.Listen, fmt.Sprintf("pipelines[%d].source.http.listen", i)))
+		r.add(r.checkListen(ctx, step, p.Source.HTTP.Listen, fmt.Sprintf("pipelines[%d].source.http.listen", i)))
 	case source.TypeKafka:
 		sctx, cancel := r.step(ctx)
 		c := checkKafka(sctx, p.Source.Kafka, fmt.Sprintf("pipelines[%d].source.kafka", i))
@@ -444,13 +446,77 @@ func (r *run) checkSource(ctx context.Context, i int, p config.Pipeline) {
 	}
 }
 
-// checkListen checks that addr can be listened on.
-func checkListen(step, addr, key string) Check {
+// healthzTimeout bounds the GET /healthz that tells whether pushd itself
+// holds an address in use.
+const healthzTimeout = 2 * time.Second
+
+// checkListen checks that addr (the value of key) can be listened on. An
+// address in use passes when pushd itself holds it, as it does when doctor
+// runs beside a running pushd (in its pod, or on its systemd host): for the
+// metrics address, pushd answers GET /healthz there; for an HTTP source,
+// pushd answers /healthz on this config's metrics address.
+func (r *run) checkListen(ctx context.Context, step, addr, key string) Check {
 	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return Check{Step: step, Status: Fail, Detail: fmt.Sprintf("cannot listen on %s: %v", addr, err),
-			Fix: fmt.Sprintf("another process listens on %s (pushd itself, if it is running here): stop it, or set %s to a free address", addr, key)}
+	if err == nil {
+		_ = ln.Close()
+		return Check{Step: step, Status: Pass, Detail: fmt.Sprintf("%s is free to listen on", addr)}
 	}
-	_ = ln.Close()
-	return Check{Step: step, Status: Pass, Detail: fmt.Sprintf("%s is free to listen on", addr)}
+	c := Check{Step: step, Status: Fail, Detail: fmt.Sprintf("cannot listen on %s: %v", addr, err)}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		c.Fix = fmt.Sprintf("set %s to an address of this host and a port this user may open (ports below 1024 need root or CAP_NET_BIND_SERVICE)", key)
+		return c
+	}
+	c.Fix = fmt.Sprintf("another process listens on %s; stop it or change %s", addr, key)
+	m := r.cfg.Metrics
+	switch {
+	case key == metricsKey:
+		if r.servesHealthz(ctx, addr) {
+			return Check{Step: step, Status: Pass,
+				Detail: fmt.Sprintf("%s is in use, and it answers GET /healthz with ok: pushd is already serving here", addr)}
+		}
+		c.Detail += "; it does not answer GET /healthz as pushd does"
+	case m.Enabled:
+		if r.servesHealthz(ctx, m.Listen) {
+			return Check{Step: step, Status: Pass,
+				Detail: fmt.Sprintf("%s is in use, and pushd answers GET /healthz on %s (%s) of this config: pushd is already serving here", addr, metricsKey, m.Listen)}
+		}
+		c.Detail += fmt.Sprintf("; nothing answers GET /healthz on %s (%s), so it is not this config's pushd", metricsKey, m.Listen)
+	default:
+		c.Detail += "; metrics.enabled is false, so doctor cannot tell whether it is pushd"
+	}
+	return c
+}
+
+// metricsKey is the config key of the metrics address.
+const metricsKey = "metrics.listen"
+
+// servesHealthz reports whether a pushd answers GET /healthz at the listen
+// address addr (an unspecified host is reached on loopback) with 200 "ok".
+func (r *run) servesHealthz(ctx context.Context, addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if ip := net.ParseIP(host); host == "" || ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(healthzTimeout, r.opts.StepTimeout))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return false
+	}
+	// A transport of its own: no proxy for a local address, no idle
+	// connection left behind.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64))
+	return err == nil && resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ok"
 }

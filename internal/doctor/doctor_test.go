@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -273,5 +275,108 @@ pipelines:
 	checkStep(t, rep, want{"metrics", doctor.Pass, nil, nil})
 	if len(streamed) != len(rep.Checks) {
 		t.Errorf("Report saw %v, report has %d checks", streamed, len(rep.Checks))
+	}
+}
+
+// notPushd listens on a loopback port and drops every connection: a
+// process that holds the port and is not pushd.
+func notPushd(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestDoctorAddressInUse runs doctor beside a running pushd: an address in
+// use passes when pushd itself holds it (its ops server answers /healthz),
+// and fails with the fix when another process does.
+func TestDoctorAddressInUse(t *testing.T) {
+	// A stand-in for a running pushd's ops server (internal/daemon's):
+	// /healthz answers "ok".
+	ops := http.NewServeMux()
+	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	pushd := httptest.NewServer(ops)
+	defer pushd.Close()
+	pushdAddr := pushd.Listener.Addr().String()
+	// Another web server: it answers, but not as pushd.
+	other := httptest.NewServer(http.NotFoundHandler())
+	defer other.Close()
+	otherAddr := other.Listener.Addr().String()
+	// A port held by a process that speaks no HTTP; it stands for pushd's
+	// HTTP source too, when the metrics address shows pushd runs.
+	held := notPushd(t)
+	free := closedPort(t)
+
+	const stdin = "{type: stdin}"
+	httpSource := func(addr string) string { return fmt.Sprintf("{type: http, http: {listen: %q}}", addr) }
+	for _, tc := range []struct {
+		name           string
+		metricsEnabled bool
+		metrics        string
+		source         string
+		ok             bool
+		want           want
+	}{
+		{"metrics address held by pushd", true, pushdAddr, stdin, true,
+			want{"metrics", doctor.Pass, []string{pushdAddr + " is in use", "pushd is already serving here"}, nil}},
+		{"metrics address held by a process that is not HTTP", true, held, stdin, false,
+			want{"metrics", doctor.Fail, []string{"cannot listen on " + held, "does not answer GET /healthz"},
+				[]string{"another process listens on " + held + "; stop it or change metrics.listen"}}},
+		{"metrics address held by another web server", true, otherAddr, stdin, false,
+			want{"metrics", doctor.Fail, []string{"does not answer GET /healthz"},
+				[]string{"another process listens on " + otherAddr + "; stop it or change metrics.listen"}}},
+		{"http source held while this config's pushd serves metrics", true, pushdAddr, httpSource(held), true,
+			want{"source (telemetry)", doctor.Pass, []string{held + " is in use", "metrics.listen (" + pushdAddr + ")", "pushd is already serving here"}, nil}},
+		{"http source held and no pushd on the metrics address", true, free, httpSource(held), false,
+			want{"source (telemetry)", doctor.Fail, []string{"cannot listen on " + held, "nothing answers GET /healthz on metrics.listen"},
+				[]string{"another process listens on " + held + "; stop it or change pipelines[0].source.http.listen"}}},
+		{"http source held and another web server on the metrics address", true, otherAddr, httpSource(held), false,
+			want{"source (telemetry)", doctor.Fail, []string{"not this config's pushd"},
+				[]string{"another process listens on " + held}}},
+		{"http source on an address this host does not have", true, free, "{type: http, http: {listen: \"192.0.2.1:8080\", bearer_token: t0ken}}", false,
+			want{"source (telemetry)", doctor.Fail, []string{"cannot listen on 192.0.2.1:8080"},
+				[]string{"set pipelines[0].source.http.listen to an address of this host"}}},
+		{"http source held with metrics disabled", false, free, httpSource(held), false,
+			want{"source (telemetry)", doctor.Fail, []string{"metrics.enabled is false"},
+				[]string{"another process listens on " + held + "; stop it or change pipelines[0].source.http.listen"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text := fmt.Sprintf(`emulator:
+  embedded: true
+metrics:
+  enabled: %t
+  listen: %q
+pipelines:
+  - name: telemetry
+    source: %s
+    target: {workspace_id: %s, dataset_name: X, table: T}
+    provision: {create: true}
+    schema:
+      columns: [{name: A, type: String}]
+`, tc.metricsEnabled, tc.metrics, tc.source, provisiontest.Workspace)
+			path := filepath.Join(t.TempDir(), "doctor.yaml")
+			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			rep := doctor.Run(context.Background(), doctor.Options{Path: path, StepTimeout: 5 * time.Second})
+			if rep.OK() != tc.ok {
+				t.Errorf("OK() = %v, want %v\n%s", rep.OK(), tc.ok, dump(rep))
+			}
+			checkStep(t, rep, tc.want)
+		})
 	}
 }
