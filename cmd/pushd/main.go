@@ -24,7 +24,7 @@ var commands = map[string]command{
 	"validate": {summary: "check a config and report every problem with its line", run: runValidate},
 	"sample":   {summary: "write synthetic IoT telemetry events as NDJSON (demo and benchmark input)", run: runSample},
 
-	// Operations: set up, check and derive configs (docs/operations.md).
+	// Operations: set up, check and derive configs (README, "Setting up datasets" and after).
 	"provision": {summary: "create the datasets and columns a config describes (--dry-run shows them)", run: runProvision},
 	"doctor":    {summary: "check config, token, workspace, datasets, tables and sources; print a fix for each failure", run: runDoctor},
 	"schema":    {summary: "schema infer: print a schema section inferred from sample NDJSON events", run: runSchema},

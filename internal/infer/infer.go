@@ -2,7 +2,7 @@
 // objects are flattened to dotted paths, types are inferred from the values
 // seen, and fields present in every sampled object are marked required.
 //
-// Rules (also in docs/operations.md):
+// Rules (also in the README, "Writing a schema from sample events"):
 //   - An object's fields become columns named by their path in PascalCase
 //     ("device.id" → DeviceId, "metrics.temperature_c" → MetricsTemperatureC).
 //   - An array contributes its first element only, as path.0 (the index
