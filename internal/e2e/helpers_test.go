@@ -237,8 +237,11 @@ type pipelineOptions struct {
 	shutdownTimeout time.Duration
 }
 
-// kafkaSource is a Kafka source section with the short timings the tests
-// need: commits every commitInterval, quick group sessions.
+// kafkaSource is a Kafka source section with the timings the tests need:
+// commits every commitInterval; a group session long enough (10s) that a
+// loaded CI machine delaying heartbeats never makes the group rebalance
+// mid-test (a rebalance legitimately redelivers what was acked but not yet
+// committed, which the exactly-once assertions would count).
 func kafkaSource(c *kfake.Cluster, group string, commitInterval time.Duration) string {
 	return fmt.Sprintf(`      type: kafka
       kafka:
@@ -247,8 +250,8 @@ func kafkaSource(c *kfake.Cluster, group string, commitInterval time.Duration) s
         group_id: %s
         commit_interval: %s
         max_wait: 100ms
-        session_timeout: 2s
-        rebalance_timeout: 2s
+        session_timeout: 10s
+        rebalance_timeout: 5s
 `, strings.Join(c.ListenAddrs(), ", "), topic, group, commitInterval)
 }
 
