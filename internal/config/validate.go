@@ -108,6 +108,10 @@ func validate(c *Config) []Problem {
 		section(at+".schema", reflect.TypeOf(p.Schema), p.Schema.Validate())
 		section(at+".batch", reflect.TypeOf(p.Batch), validateBatch(p.Batch))
 		section(at+".limits", reflect.TypeOf(p.Limits), p.Limits.Validate())
+		// A batch bigger than the hourly row quota could never be sent.
+		if q := p.Limits.RowsPerHour; q > 0 && p.Batch.MaxRows > q {
+			add(at+".batch.max_rows", "%d is more than limits.rows_per_hour (%d): such a batch could never be sent; lower max_rows", p.Batch.MaxRows, q)
+		}
 
 		// The quotas are per dataset: pipelines sharing one must agree.
 		if key := datasetKey(p.Target); key != "" {
