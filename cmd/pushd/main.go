@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/pushd/pushd/internal/config"
 	"io"
 	"os"
 	"sort"
@@ -85,4 +86,24 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
 		return exitUsage, true
 	}
 	return exitOK, false
+}
+
+// parseConfigCommand parses the flags of a command that takes -c FILE and
+// no arguments, and loads the config. done says the command must return
+// code now (help, a bad flag, no -c, or an invalid config, which is printed
+// after prefix).
+func parseConfigCommand(fs *flag.FlagSet, args []string, path *string, stderr io.Writer, prefix string) (cfg *config.Config, code int, done bool) {
+	if code, done := parseFlags(fs, args); done {
+		return nil, code, true
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return nil, exitUsage, true
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s%v\n", prefix, err)
+		return nil, exitUsage, true
+	}
+	return cfg, exitOK, false
 }

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/provision"
 	"github.com/pushd/pushd/internal/pushapi"
 )
@@ -34,17 +33,9 @@ func runProvision(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.PrintDefaults()
 	}
-	if code, done := parseFlags(fs, args); done {
+	cfg, code, done := parseConfigCommand(fs, args, path, stderr, "pushd provision: ")
+	if done {
 		return code
-	}
-	if *path == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return exitUsage
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		fmt.Fprintf(stderr, "pushd provision: %v\n", err)
-		return exitUsage
 	}
 	if cfg.Emulator.Embedded {
 		fmt.Fprintf(stderr, "pushd provision: %s has emulator.embedded: true, so `pushd run` starts its own emulator and creates the datasets itself; there is nothing to provision. To provision a real Power BI (or an emulator started with `pushd emulate`), set emulator.embedded: false and point powerbi at it.\n", *path)
@@ -72,7 +63,7 @@ func runProvision(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 			creates = true
 		}
 	}
-	code := exitOK
+	code = exitOK
 	switch {
 	case len(actions) == 0 && planErr == nil:
 		fmt.Fprintf(stdout, "nothing to do: the datasets, tables and columns of %s exist in Power BI\n", *path)

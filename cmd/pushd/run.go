@@ -31,17 +31,9 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.PrintDefaults()
 	}
-	if code, done := parseFlags(fs, args); done {
+	cfg, code, done := parseConfigCommand(fs, args, path, stderr, "pushd: ")
+	if done {
 		return code
-	}
-	if *path == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return exitUsage
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		fmt.Fprintf(stderr, "pushd: %v\n", err)
-		return exitUsage
 	}
 	if *logLevel != "" {
 		cfg.Log.Level = *logLevel
@@ -150,17 +142,9 @@ func runValidate(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.PrintDefaults()
 	}
-	if code, done := parseFlags(fs, args); done {
+	cfg, code, done := parseConfigCommand(fs, args, path, stderr, "")
+	if done {
 		return code
-	}
-	if *path == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return exitUsage
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitUsage
 	}
 	if *print {
 		out, err := cfg.Redacted()
