@@ -9,14 +9,19 @@ import (
 	"github.com/pushd/pushd/internal/infer"
 )
 
-// runSchema is `pushd schema`: schema helpers (infer).
+// runSchema is `pushd schema`: schema helpers (infer, preview).
 func runSchema(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "preview" {
+		return runSchemaPreview(args[1:], stdin, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("pushd schema infer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	table := fs.String("table", "", "name of the target table, noted in the output's header")
 	sample := fs.Int("sample", infer.DefaultSample, "read at most N events (0: all)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: pushd schema infer [--table NAME] [--sample N] < sample.ndjson")
+		fmt.Fprintln(stderr, "       pushd schema preview -c FILE [--pipeline NAME] [--json] < events.ndjson")
+		fmt.Fprintln(stderr, "         (see pushd schema preview --help)")
 		fmt.Fprintln(stderr, "\nReads events (NDJSON objects or arrays of objects) from standard input and prints a")
 		fmt.Fprintln(stderr, "`schema:` section for a pipeline: nested fields flattened to dotted paths, an array's")
 		fmt.Fprintln(stderr, "first element as path.0, types inferred (Int64, Double, Boolean, DateTime for RFC 3339")

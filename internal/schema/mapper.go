@@ -59,7 +59,8 @@ func (f Failure) String() string {
 
 // MappingError is returned by Map when an event, or some objects in it,
 // could not be mapped. There is one Failure per failed object (its first
-// failing column), in order.
+// failing column), in order; from Preview, one per failing column of each
+// failed object.
 type MappingError struct {
 	// Objects is how many objects the event held (0 when it is not JSON or
 	// not an object or an array of objects).
@@ -96,6 +97,9 @@ type state struct {
 	metaBuf  []byte
 	buf      []byte // rows being written
 	ends     []int  // end offset of each row in buf
+	// every makes object record every failing column of an object, not
+	// only the first (Preview).
+	every bool
 }
 
 // New checks c and compiles it into a Mapper.
@@ -170,6 +174,20 @@ const maxPooledBuf = 1 << 20
 func (m *Mapper) Map(event []byte, meta Meta, rows []json.RawMessage) ([]json.RawMessage, error) {
 	st := m.pool.Get().(*state)
 	defer m.release(st)
+	return m.mapEvent(st, event, meta, rows)
+}
+
+// Preview is Map for people: a failed object's Failures name every column
+// that broke a rule, not only the first, so one look shows everything to
+// fix. It is slower than Map (`pushd schema preview`, not the pipeline).
+func (m *Mapper) Preview(event []byte, meta Meta) ([]json.RawMessage, error) {
+	st := m.pool.Get().(*state)
+	defer m.release(st)
+	st.every = true
+	return m.mapEvent(st, event, meta, nil)
+}
+
+func (m *Mapper) mapEvent(st *state, event []byte, meta Meta, rows []json.RawMessage) ([]json.RawMessage, error) {
 	s := &st.scan
 	s.data, s.pos, s.depth = event, 0, 0
 	st.buf, st.ends = st.buf[:0], st.ends[:0]
@@ -297,6 +315,7 @@ func (m *Mapper) object(st *state, index int, fails *[]Failure) error {
 	}
 	buf := st.buf
 	start := len(buf)
+	failed := false
 	buf = append(buf, '{')
 	for i := range m.cols {
 		c := &m.cols[i]
@@ -311,10 +330,16 @@ func (m *Mapper) object(st *state, index int, fails *[]Failure) error {
 		var f failure
 		buf, f = c.write(buf, v, &st.sc)
 		if f.rule != "" {
-			st.buf = buf[:start]
 			*fails = append(*fails, Failure{Index: index, Column: c.name, Path: c.path, Rule: f.rule, Message: f.msg})
-			return nil
+			failed = true
+			if !st.every {
+				break
+			}
 		}
+	}
+	if failed {
+		st.buf = buf[:start]
+		return nil
 	}
 	buf = append(buf, '}')
 	st.buf = buf
@@ -343,6 +368,7 @@ func (m *Mapper) loadMeta(st *state, meta Meta) {
 }
 
 func (m *Mapper) release(st *state) {
+	st.every = false
 	clear(st.scan.vals)
 	clear(st.metaVals)
 	st.scan.data = nil
