@@ -17,6 +17,9 @@ type YAMLOptions struct {
 	Table string
 	// Input names where the events came from, for the header.
 	Input string
+	// InPlace leaves out the advice to paste the section into a pipeline
+	// (the section is written inside one, by WriteStarter).
+	InPlace bool
 }
 
 // WriteYAML writes the schema as a `schema:` section of a pipeline, one
@@ -30,8 +33,12 @@ func (r *Result) WriteYAML(w io.Writer, opts YAMLOptions) error {
 		from = " of " + opts.Input
 	}
 	fmt.Fprintf(bw, "# Inferred by `pushd schema infer` from %d events (%d objects)%s.\n", r.Events, r.Objects, from)
-	fmt.Fprintln(bw, "# Check each name and type, then paste this section into a pipeline, indented")
-	fmt.Fprintln(bw, "# to the level of its target key. Nested fields are dotted paths; an array")
+	if opts.InPlace {
+		fmt.Fprintln(bw, "# Check each name and type. Nested fields are dotted paths; an array")
+	} else {
+		fmt.Fprintln(bw, "# Check each name and type, then paste this section into a pipeline, indented")
+		fmt.Fprintln(bw, "# to the level of its target key. Nested fields are dotted paths; an array")
+	}
 	fmt.Fprintln(bw, "# gives its first element only (path.0). required: true marks fields present")
 	fmt.Fprintln(bw, "# in every sampled object: an event without one goes to the dead letter.")
 	if opts.Table != "" {
