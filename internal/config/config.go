@@ -13,6 +13,7 @@ import (
 
 	"github.com/pushd/pushd/internal/batcher"
 	"github.com/pushd/pushd/internal/pushapi"
+	"github.com/pushd/pushd/internal/reduce"
 	"github.com/pushd/pushd/internal/schema"
 	"github.com/pushd/pushd/internal/source"
 )
@@ -79,6 +80,9 @@ type Pipeline struct {
 	Source source.Config  `yaml:"source"`
 	Target pushapi.Target `yaml:"target"`
 	Schema schema.Config  `yaml:"schema"`
+	// Reduce optionally folds the mapped rows (windowed aggregates, latest
+	// per key, sampling) before batching; off by default.
+	Reduce reduce.Config  `yaml:"reduce"`
 	Batch  batcher.Config `yaml:"batch"`
 	// Limits are the quotas of the target dataset; pipelines that share a
 	// dataset must state the same limits.
@@ -166,6 +170,7 @@ func DefaultPipeline() Pipeline {
 	return Pipeline{
 		Source:           source.DefaultConfig(),
 		Schema:           schema.DefaultConfig(),
+		Reduce:           reduce.DefaultConfig(),
 		Batch:            defaultBatch(),
 		Limits:           pushapi.DefaultLimits(),
 		MaxUnackedEvents: 5000,

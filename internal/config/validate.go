@@ -106,6 +106,7 @@ func validate(c *Config) []Problem {
 			add(at+".target.workspace_id", "required with auth method %s: service principals cannot use My workspace", method)
 		}
 		section(at+".schema", reflect.TypeOf(p.Schema), p.Schema.Validate())
+		section(at+".reduce", reflect.TypeOf(p.Reduce), p.Reduce.Validate(p.Schema.Columns))
 		section(at+".batch", reflect.TypeOf(p.Batch), validateBatch(p.Batch))
 		section(at+".limits", reflect.TypeOf(p.Limits), p.Limits.Validate())
 		// A batch bigger than the hourly row quota could never be sent.

@@ -394,11 +394,12 @@ func (d TableDiff) action(have, want pushapi.Table, drop bool) *Action {
 	return &Action{Kind: UpdateTable, Table: next, Added: added, Dropped: dropped}
 }
 
-// TableFor is the Power BI table a pipeline's schema describes, with the
-// types in Power BI's canonical spelling.
+// TableFor is the Power BI table a pipeline writes, with the types in Power
+// BI's canonical spelling: the schema's columns, or with reduce mode
+// aggregate the columns of the aggregated rows.
 func TableFor(p config.Pipeline) pushapi.Table {
 	t := pushapi.Table{Name: p.Target.Table, Columns: []pushapi.Column{}}
-	for _, c := range p.Schema.Columns {
+	for _, c := range p.Reduce.OutputColumns(p.Schema.Columns) {
 		t.Columns = append(t.Columns, pushapi.Column{Name: c.Name, DataType: canonical(c.Type)})
 	}
 	return t

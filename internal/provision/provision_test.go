@@ -283,3 +283,30 @@ func TestApplyNamesTheFailedAction(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// An aggregating pipeline writes its aggregated rows: the table must have
+// their columns, not the schema's.
+func TestTableForAggregate(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+powerbi: {auth: {method: static_token, token: x}}
+pipelines:
+  - name: p
+    source: {type: stdin}
+    target: {dataset_id: cfafbeb1-8037-4d0c-896e-a46fb27ff229, table: T}
+    schema:
+      columns: [{name: device, type: string}, {name: ts, type: datetime}, {name: temp, type: double}]
+    reduce:
+      mode: aggregate
+      window: 10s
+      time_column: ts
+      group_by: [device]
+      aggregates: [{name: readings, function: count}, {name: avg_temp, function: avg, column: temp}]
+`), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := columns(provision.TableFor(cfg.Pipelines[0]))
+	if want := "device:String,window_start:DateTime,readings:Int64,avg_temp:Double"; got != want {
+		t.Errorf("table columns %s, want %s", got, want)
+	}
+}
