@@ -108,21 +108,6 @@ func (a *Acks) find(topic string, partition int) int {
 	return -1
 }
 
-// merge moves the records of b into a (b is empty afterwards).
-func (a *Acks) merge(b *Acks) {
-	a.events += b.events
-	a.holders = append(a.holders, b.holders...)
-	for _, p := range b.parts {
-		if i := a.find(p.topic, p.partition); i >= 0 {
-			q := &a.parts[i]
-			q.first, q.last, q.held = min(q.first, p.first), max(q.last, p.last), min(q.held, p.held)
-		} else {
-			a.parts = append(a.parts, p)
-		}
-	}
-	*b = Acks{cached: -1}
-}
-
 // Events returns the number of events (rows, for array events) folded.
 func (a *Acks) Events() int64 { return a.events }
 
