@@ -44,9 +44,10 @@ type Client struct {
 	// jitter returns a random duration in [0, d]; tests replace it.
 	jitter func(d time.Duration) time.Duration
 
-	mu       sync.Mutex
-	limits   map[string]Limits
-	datasets map[string]*datasetLimiter
+	mu        sync.Mutex
+	limits    map[string]Limits
+	datasets  map[string]*datasetLimiter
+	retention map[string]string // defaultRetentionPolicy as Power BI reported it
 }
 
 var _ Sender = (*Client)(nil)
@@ -67,17 +68,18 @@ func NewClient(cfg Config, tokens TokenProvider, httpClient *http.Client, opts C
 		}
 	}
 	c := &Client{
-		api:      ep.APIBase,
-		tokens:   tokens,
-		http:     httpClient,
-		retry:    cfg.Retry.WithDefaults(),
-		timeout:  cfg.Timeout,
-		logger:   opts.Logger,
-		metrics:  opts.Metrics,
-		clock:    opts.Clock,
-		jitter:   func(d time.Duration) time.Duration { return rand.N(d + 1) },
-		limits:   make(map[string]Limits),
-		datasets: make(map[string]*datasetLimiter),
+		api:       ep.APIBase,
+		tokens:    tokens,
+		http:      httpClient,
+		retry:     cfg.Retry.WithDefaults(),
+		timeout:   cfg.Timeout,
+		logger:    opts.Logger,
+		metrics:   opts.Metrics,
+		clock:     opts.Clock,
+		jitter:    func(d time.Duration) time.Duration { return rand.N(d + 1) },
+		limits:    make(map[string]Limits),
+		datasets:  make(map[string]*datasetLimiter),
+		retention: make(map[string]string),
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
@@ -100,7 +102,7 @@ func (c *Client) SetLimits(datasetID string, l Limits) {
 	defer c.mu.Unlock()
 	c.limits[datasetID] = l
 	if _, ok := c.datasets[datasetID]; ok {
-		c.datasets[datasetID] = newDatasetLimiter(datasetID, l)
+		c.datasets[datasetID] = c.newLimiterLocked(datasetID)
 	}
 }
 
@@ -109,10 +111,36 @@ func (c *Client) limiter(datasetID string) *datasetLimiter {
 	defer c.mu.Unlock()
 	d, ok := c.datasets[datasetID]
 	if !ok {
-		d = newDatasetLimiter(datasetID, c.limits[datasetID])
+		d = c.newLimiterLocked(datasetID)
 		c.datasets[datasetID] = d
 	}
 	return d
+}
+
+// newLimiterLocked makes a dataset's limiter from its limits and, when
+// Power BI reported it, its retention policy. c.mu is held.
+func (c *Client) newLimiterLocked(datasetID string) *datasetLimiter {
+	l := c.limits[datasetID]
+	if r, ok := c.retention[datasetID]; ok {
+		l.Retention = r
+	}
+	return newDatasetLimiter(datasetID, l)
+}
+
+// learnRetention records a dataset's defaultRetentionPolicy from a Power BI
+// answer that carries it (the answer to its creation): the limiter then
+// counts what its tables can hold (a basicFIFO table never reaches the
+// 250,000-row rule).
+func (c *Client) learnRetention(datasetID, policy string) {
+	if datasetID == "" || (policy != RetentionNone && policy != RetentionBasicFIFO) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.retention[datasetID] = policy
+	if d, ok := c.datasets[datasetID]; ok {
+		d.setRetention(policy)
+	}
 }
 
 // PostRows posts already-encoded rows (each one JSON object) to t's table

@@ -64,15 +64,21 @@ type Limits struct {
 	RowsPerHour       int `yaml:"rows_per_hour"`       // 1,000,000
 	MaxInFlight       int `yaml:"max_in_flight"`       // 5
 	// LargeTableRows is the row count from which LargeTableRequestsPerHour
-	// applies (250,000), counted from rows pushd posted plus
-	// InitialTableRows.
-	// A negative LargeTableRows turns the rule off (basicFIFO datasets,
-	// whose tables never hold more than 210,000 rows).
+	// applies (250,000), counted on the rows the table holds: the rows
+	// pushd posted plus InitialTableRows, at most FIFOMaxTableRows in a
+	// basicFIFO dataset (see Retention). A negative LargeTableRows turns
+	// the rule off.
 	LargeTableRows            int `yaml:"large_table_rows"`              // 250,000
 	LargeTableRequestsPerHour int `yaml:"large_table_requests_per_hour"` // 120
 	// InitialTableRows is how many rows the table holds when pushd starts
-	// (Power BI does not say; 0 by default). Irrelevant for basicFIFO tables.
+	// (Power BI does not say; 0 by default).
 	InitialTableRows int `yaml:"initial_table_rows"`
+	// Retention is the dataset's defaultRetentionPolicy, basicFIFO or None,
+	// for datasets pushd did not create in this run ("" : unknown, counted
+	// as None). When Power BI reports the policy (the answer to the
+	// dataset's creation) that wins. A basicFIFO table keeps only its
+	// newest ~200,000 rows, so the 250,000-row rule never applies to it.
+	Retention string `yaml:"retention"`
 
 	// The windows the quotas above are counted over, Power BI's by default;
 	// shorter windows let tests run a scaled-down quota (e.g. 10 requests

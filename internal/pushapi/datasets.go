@@ -25,7 +25,8 @@ type Dataset struct {
 	CreatedDate                      string `json:"createdDate,omitempty"`
 	Description                      string `json:"description,omitempty"`
 	// DefaultRetentionPolicy appears in the create answer ("None" or
-	// "basicFIFO") although the spec does not declare it.
+	// "basicFIFO") although the spec does not declare it; the client's
+	// limiter takes it from any answer that carries it.
 	DefaultRetentionPolicy string `json:"defaultRetentionPolicy,omitempty"`
 }
 
@@ -100,6 +101,9 @@ func (c *Client) ListDatasets(ctx context.Context, workspaceID string) ([]Datase
 	if err := c.do(ctx, cl); err != nil {
 		return nil, fmt.Errorf("listing datasets of workspace %q: %w", workspaceID, err)
 	}
+	for _, d := range out.Value {
+		c.learnRetention(d.ID, d.DefaultRetentionPolicy)
+	}
 	return out.Value, nil
 }
 
@@ -110,6 +114,7 @@ func (c *Client) GetDataset(ctx context.Context, workspaceID, datasetID string) 
 	if err := c.do(ctx, cl); err != nil {
 		return Dataset{}, fmt.Errorf("getting dataset %s: %w", datasetID, err)
 	}
+	c.learnRetention(out.ID, out.DefaultRetentionPolicy)
 	return out, nil
 }
 
@@ -173,6 +178,7 @@ func (c *Client) CreateDataset(ctx context.Context, workspaceID string, req Crea
 	if err := c.do(ctx, cl); err != nil {
 		return Dataset{}, fmt.Errorf("creating dataset %q in workspace %q: %w", req.Name, workspaceID, err)
 	}
+	c.learnRetention(out.ID, out.DefaultRetentionPolicy)
 	return out, nil
 }
 

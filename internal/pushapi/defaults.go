@@ -22,6 +22,10 @@ const (
 	// DefaultLargeTableRequestsPerHour is the POST rows requests per hour per
 	// dataset once a table holds DefaultLargeTableRows rows.
 	DefaultLargeTableRequestsPerHour = 120
+	// FIFOMaxTableRows is the most rows a table of a basicFIFO dataset
+	// holds: it fills to 200,000 rows, then Power BI drops the oldest and
+	// keeps between 200,000 and 210,000 of the newest.
+	FIFOMaxTableRows = 210_000
 )
 
 // Authentication methods accepted by AuthConfig.Method.
@@ -98,6 +102,11 @@ func (l Limits) Validate() error {
 	}
 	if l.InitialTableRows < 0 {
 		errs = append(errs, fmt.Errorf("initial_table_rows: must not be negative, got %d", l.InitialTableRows))
+	}
+	switch l.Retention {
+	case "", RetentionNone, RetentionBasicFIFO:
+	default:
+		errs = append(errs, fmt.Errorf("retention: must be basicFIFO or None (or left out: unknown, counted as None), got %q", l.Retention))
 	}
 	return errors.Join(errs...)
 }

@@ -607,3 +607,72 @@ func writeFile(t *testing.T, name, content string) string {
 	}
 	return p
 }
+
+// TestFIFOTableNeverLarge: a basicFIFO table holds at most ~210,000 rows,
+// so posting 1,000,000 rows into it never brings the dataset under the
+// 250,000-row rule, whether Power BI said the policy (the answer to the
+// dataset's creation) or the config did (limits.retention). The hourly
+// large-table quota is 20 an hour (both sides) while 100 requests are made: a client
+// that counted every row posted would wait for it (and fail here), and the
+// emulator, which trims the table, refuses nothing. A None dataset is the
+// control: it does come under the rule.
+func TestFIFOTableNeverLarge(t *testing.T) {
+	const total, batch = 1_000_000, 10_000
+	tests := []struct {
+		name, created, configured string
+		rows                      int
+		wantLarge                 bool
+	}{
+		{"basicFIFO from the create answer", RetentionBasicFIFO, "", total, false},
+		{"basicFIFO from the config", "", RetentionBasicFIFO, 400_000, false},
+		{"None dataset comes under the rule", RetentionNone, "", 250_000, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startEmulator(t, func(c *emulator.Config) {
+				c.DiscardRows = true
+				c.Limits.RequestWindow = time.Second
+				c.Limits.RowsWindow = time.Second
+				c.Limits.RowsPerWindow = total
+				c.Limits.LargeTableWindow = time.Hour
+				c.Limits.LargeTableRequestsPerWindow = 20
+			})
+			c, _ := emuClient(t, s, emuConfig(s), nil)
+			var tgt Target
+			if tt.created != "" {
+				tgt = createTelemetry(t, c, tt.created)
+			} else {
+				id, err := s.CreateDataset(testWorkspace, emulator.CreateDatasetRequest{Name: "made-elsewhere", Tables: []emulator.Table{{Name: "Telemetry", Columns: []emulator.Column{
+					{Name: "device", DataType: "String"}, {Name: "seq", DataType: "Int64"}, {Name: "temp", DataType: "Double"}}}}}, emulator.RetentionBasicFIFO)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tgt = Target{WorkspaceID: testWorkspace, DatasetID: id, Table: "Telemetry"}
+			}
+			c.SetLimits(tgt.DatasetID, Limits{RequestWindow: time.Second, RowsPerHour: total, RowsWindow: time.Second,
+				LargeTableRequestsPerHour: 20, Retention: tt.configured})
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			for from := 0; from < tt.rows; from += batch {
+				if err := c.PostRows(ctx, tgt, telemetryRows(from, batch)); err != nil {
+					t.Fatalf("PostRows from row %d: %v", from, err)
+				}
+				if !tt.wantLarge && c.limiter(tgt.DatasetID).isLarge() {
+					t.Fatalf("after %d rows the basicFIFO dataset came under the large-table rule", from+batch)
+				}
+			}
+			if got := c.limiter(tgt.DatasetID).isLarge(); got != tt.wantLarge {
+				t.Errorf("large-table rule in force: %v, want %v", got, tt.wantLarge)
+			}
+			st := s.Stats()
+			if st.Throttled != 0 {
+				t.Errorf("the emulator answered 429 %d times", st.Throttled)
+			}
+			if tt.created != RetentionNone {
+				if n := s.RowCount(tgt.DatasetID, tgt.Table); n > 200_000 {
+					t.Errorf("the basicFIFO table holds %d rows, want at most 200,000", n)
+				}
+			}
+		})
+	}
+}

@@ -138,6 +138,7 @@ type datasetLimiter struct {
 	rowsWindow  *window
 	largeWindow *window // every send, checked once the large-table rule applies
 	large       bool    // a table reached LargeTableRows (sticky)
+	fifo        bool    // basicFIFO retention: a table holds at most FIFOMaxTableRows
 	pausedUntil time.Time
 	posted      map[string]int64 // rows accepted per table, since start or DeleteRows
 	pending     map[string]int64 // rows in flight per table
@@ -163,15 +164,37 @@ func newDatasetLimiter(id string, l Limits) *datasetLimiter {
 		reqWindow:   newWindow(l.RequestsPerMinute, rw),
 		rowsWindow:  newWindow(l.RowsPerHour, ow),
 		largeWindow: newWindow(l.LargeTableRequestsPerHour, lw),
+		fifo:        l.Retention == RetentionBasicFIFO,
 		posted:      make(map[string]int64),
 		pending:     make(map[string]int64),
 	}
 }
 
+// setRetention records the dataset's retention policy as Power BI reported
+// it (it overrides Limits.Retention: the service knows better than the
+// config).
+func (d *datasetLimiter) setRetention(policy string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.fifo = policy == RetentionBasicFIFO
+}
+
+// heldLocked is how many rows table holds once extra more rows land: what
+// pushd posted plus InitialTableRows, but never more than a basicFIFO
+// table keeps (Power BI drops its oldest rows past 200,000 and lets it
+// float up to FIFOMaxTableRows). d.mu is held.
+func (d *datasetLimiter) heldLocked(table string, extra int64) int64 {
+	n := d.posted[table] + extra + int64(d.limits.InitialTableRows)
+	if d.fifo {
+		n = min(n, FIFOMaxTableRows)
+	}
+	return n
+}
+
 // largeLocked reports whether a request to table falls under the
-// large-table rule: some table already reached LargeTableRows, or this one
-// will have once the rows in flight to it land. The requests sent before
-// the rule applied count in its window, as they do in Power BI's.
+// large-table rule: some table already holds LargeTableRows, or this one
+// will once the rows in flight to it land. The requests sent before the
+// rule applied count in its window, as they do in Power BI's.
 func (d *datasetLimiter) largeLocked(table string) bool {
 	if d.limits.LargeTableRows < 0 {
 		return false
@@ -179,7 +202,7 @@ func (d *datasetLimiter) largeLocked(table string) bool {
 	if d.large {
 		return true
 	}
-	return d.posted[table]+d.pending[table]+int64(d.limits.InitialTableRows) >= int64(d.limits.LargeTableRows)
+	return d.heldLocked(table, d.pending[table]) >= int64(d.limits.LargeTableRows)
 }
 
 // isLarge reports whether the 250,000-row rule is in force for the dataset.
@@ -279,8 +302,9 @@ func (d *datasetLimiter) pause(until time.Time) {
 	}
 }
 
-// addRows counts rows accepted into table and applies the 250,000-row rule.
-// It reports whether this call put the dataset under the rule.
+// addRows counts rows accepted into table and applies the 250,000-row rule
+// to the rows the table holds (see heldLocked). It reports whether this
+// call put the dataset under the rule.
 func (d *datasetLimiter) addRows(table string, n int) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -288,7 +312,7 @@ func (d *datasetLimiter) addRows(table string, n int) bool {
 	if d.large || d.limits.LargeTableRows < 0 {
 		return false
 	}
-	if d.posted[table]+int64(d.limits.InitialTableRows) >= int64(d.limits.LargeTableRows) {
+	if d.heldLocked(table, 0) >= int64(d.limits.LargeTableRows) {
 		d.large = true
 		return true
 	}
