@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
@@ -82,6 +83,10 @@ type Daemon struct {
 	tokens    pushapi.TokenProvider
 	ops       *opsServer
 	pipelines []*running
+	recent    *recentDeadLetters // latest dead letters, for the status page
+	// built is set once pipelines is complete; the status page, served
+	// from before, reads pipelines only after.
+	built atomic.Bool
 }
 
 type running struct {
@@ -146,7 +151,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	d := &Daemon{cfg: cfg, log: log, reg: reg}
+	d := &Daemon{cfg: cfg, log: log, reg: reg, recent: newRecentDeadLetters()}
 
 	pbCfg := cfg.PowerBI
 	var httpClient *http.Client
@@ -256,7 +261,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 			Batch:           pc.Batch,
 			Target:          target,
 			Sender:          client,
-			DeadLetter:      deadLetterAdapter{dl},
+			DeadLetter:      deadLetterAdapter{w: dl, recent: d.recent},
 			MaxUnacked:      pc.MaxUnackedEvents,
 			Senders:         pc.Limits.MaxInFlight,
 			ShutdownTimeout: cfg.ShutdownTimeout,
@@ -268,6 +273,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 		}
 		r.p = p
 	}
+	d.built.Store(true)
 	return d, nil
 }
 

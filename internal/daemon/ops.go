@@ -50,6 +50,7 @@ func startOps(cfg config.Metrics, reg *prometheus.Registry, d *Daemon, log *slog
 	})
 	rc := &readiness{d: d}
 	mux.HandleFunc("GET /readyz", rc.serve)
+	d.statusRoutes(mux)
 	o := &opsServer{
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
 		ln:   ln,

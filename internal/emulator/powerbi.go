@@ -133,6 +133,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /emulator/v1/reset", s.handleReset)
 	mux.HandleFunc("GET /emulator/v1/faults", s.handleGetFaults)
 	mux.HandleFunc("POST /emulator/v1/faults", s.handleSetFaults)
+	s.pageRoutes(mux)
 	mux.Handle("/", s.plain(RouteNotFound, func(w *recorder, r *http.Request, _ string) {
 		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	}))
@@ -178,7 +179,7 @@ func (s *Server) api(route string, h handlerFunc) http.Handler {
 				}
 				h(rec, r, workspace)
 				if f.CutRate > 0 && s.roll(f.CutRate) && cutConnection(w) {
-					s.stats.cut()
+					s.stats.cut(requestEvent(r, rec.status))
 				}
 				return
 			}
@@ -199,15 +200,20 @@ func (s *Server) injectError(w *recorder, r *http.Request, f Faults) bool {
 		return true
 	}
 	if f.ErrorRate > 0 && s.roll(f.ErrorRate) {
-		s.stats.injected()
 		if s.roll(0.5) {
 			writeError(w, http.StatusInternalServerError, "InternalServerError", "An internal error occurred (injected by the emulator).")
 		} else {
 			writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "The service is temporarily unavailable (injected by the emulator).")
 		}
+		s.stats.injected(requestEvent(r, w.status))
 		return true
 	}
 	return false
+}
+
+// requestEvent names the dataset and table of r for an Event.
+func requestEvent(r *http.Request, status int) Event {
+	return Event{Status: status, Dataset: strings.ToLower(r.PathValue("datasetId")), Table: r.PathValue("tableName")}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -510,7 +516,7 @@ func (s *Server) throttle(w http.ResponseWriter, d *dataset, rec PostRecord, wai
 	rec.Status, rec.RetryAfter = http.StatusTooManyRequests, sec
 	d.record(rec, s.cfg.HistoryLimit)
 	d.stats.Throttled++
-	s.stats.throttled()
+	s.stats.throttled(Event{Status: http.StatusTooManyRequests, Dataset: d.id, Table: rec.Table, Reason: rec.Reason, RetryAfter: sec})
 	setRetryAfter(w, sec)
 	writeError(w, http.StatusTooManyRequests, "TooManyRequests", message)
 }
@@ -664,7 +670,7 @@ func (s *Server) postRows(w *recorder, r *http.Request, workspace string) {
 
 	if f.CutRate > 0 && s.roll(f.CutRate) && cutConnection(w) {
 		w.status, w.cut = http.StatusOK, true
-		s.stats.cut()
+		s.stats.cut(requestEvent(r, http.StatusOK))
 		return
 	}
 	w.WriteHeader(http.StatusOK)

@@ -107,7 +107,7 @@ func Start(cfg Config) (*Server, error) {
 	for _, r := range cfg.Resources {
 		s.res[normResource(r)] = true
 	}
-	s.stats.init()
+	s.stats.init(s.now)
 	s.setFaults(cfg.Faults)
 
 	ln, err := net.Listen("tcp", cfg.Listen)

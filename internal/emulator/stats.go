@@ -96,17 +96,23 @@ func (d *dataset) record(rec PostRecord, limit int) {
 
 // statsRecorder holds the server-wide counters.
 type statsRecorder struct {
+	now      func() time.Time
 	mu       sync.Mutex
 	requests map[string]map[int]int64
 	s        Stats
+	hist     history
 }
 
-func (r *statsRecorder) init() { r.reset() }
+func (r *statsRecorder) init(now func() time.Time) {
+	r.now = now
+	r.reset()
+}
 
 func (r *statsRecorder) reset() {
 	r.mu.Lock()
 	r.requests = map[string]map[int]int64{}
 	r.s = Stats{}
+	r.hist = history{}
 	r.mu.Unlock()
 }
 
@@ -130,9 +136,25 @@ func (r *statsRecorder) add(f func(s *Stats)) {
 	r.mu.Unlock()
 }
 
-func (r *statsRecorder) throttled() { r.add(func(s *Stats) { s.Throttled++ }) }
-func (r *statsRecorder) injected()  { r.add(func(s *Stats) { s.InjectedErrors++ }) }
-func (r *statsRecorder) cut()       { r.add(func(s *Stats) { s.ConnectionsCut++ }) }
+// throttled, injected and cut count a 429, an injected error and a cut
+// connection, and keep e (its At and Kind set here) for the page's timeline.
+func (r *statsRecorder) throttled(e Event) {
+	r.event(e, EventThrottled, func(s *Stats) { s.Throttled++ })
+}
+func (r *statsRecorder) injected(e Event) {
+	r.event(e, EventError, func(s *Stats) { s.InjectedErrors++ })
+}
+func (r *statsRecorder) cut(e Event) {
+	r.event(e, EventCut, func(s *Stats) { s.ConnectionsCut++ })
+}
+
+func (r *statsRecorder) event(e Event, kind string, count func(s *Stats)) {
+	e.At, e.Kind = r.now(), kind
+	r.mu.Lock()
+	count(&r.s)
+	r.hist.event(e)
+	r.mu.Unlock()
+}
 func (r *statsRecorder) tokenIssued() {
 	r.add(func(s *Stats) { s.TokensIssued++ })
 }
@@ -141,9 +163,11 @@ func (r *statsRecorder) inFlight(n int) {
 	r.add(func(s *Stats) { s.MaxInFlight = max(s.MaxInFlight, n) })
 }
 func (r *statsRecorder) accepted(rows, dropped int) {
+	now := r.now()
 	r.add(func(s *Stats) {
 		s.RowsAccepted += int64(rows)
 		s.UnknownKeysDropped += int64(dropped)
+		r.hist.second(now.Unix()).Rows += int64(rows)
 	})
 }
 
