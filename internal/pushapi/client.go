@@ -300,11 +300,12 @@ func (c *Client) backoff(attempt int) time.Duration {
 }
 
 func (c *Client) attempt(ctx context.Context, cl *call) outcome {
+	// A token first, so that an identity provider that fails does not use
+	// up the dataset's quota; tokens failing is an outage or a
+	// configuration problem, never a property of the rows: retry (bounded
+	// by MaxElapsed) rather than dead-letter data.
 	token, err := c.tokens.Token(ctx)
 	if err != nil {
-		// Tokens failing is an outage or a configuration problem, never a
-		// property of the rows: retry (bounded by MaxElapsed) rather than
-		// dead-letter data.
 		return outcome{err: err, retryable: ctx.Err() == nil}
 	}
 	if cl.limiter != nil {
@@ -313,6 +314,12 @@ func (c *Client) attempt(ctx context.Context, cl *call) outcome {
 			return outcome{err: fmt.Errorf("waiting for the dataset's quota: %w", err)}
 		}
 		defer release()
+		// The wait can outlast the token taken before it (a paused
+		// dataset waits up to max_retry_after): take it again, which is a
+		// cache lookup while it is still valid.
+		if token, err = c.tokens.Token(ctx); err != nil {
+			return outcome{err: err, retryable: ctx.Err() == nil}
+		}
 	}
 	actx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()

@@ -8,6 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -493,5 +497,68 @@ func TestRetryLogNamesWaitAndRetryAfter(t *testing.T) {
 		case w.retryAfter != nil && (r.RetryAfter == nil || *r.RetryAfter != *w.retryAfter):
 			t.Errorf("%s: retry_after = %v, want %v", w.scenario, r.RetryAfter, *w.retryAfter)
 		}
+	}
+}
+
+// expiringTokens hands out tokens that expire lifetime after they were
+// handed out, by clock; the name carries the issue time.
+type expiringTokens struct {
+	clock    Clock
+	lifetime time.Duration
+
+	mu      sync.Mutex
+	current string
+	expires time.Time
+}
+
+func (e *expiringTokens) Token(context.Context) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.clock.Now()
+	if e.current == "" || !now.Before(e.expires) {
+		e.current = "tok@" + strconv.FormatInt(now.UnixNano(), 10)
+		e.expires = now.Add(e.lifetime)
+	}
+	return e.current, nil
+}
+
+func (e *expiringTokens) Invalidate(string) {}
+
+// TestPostRowsTakesTokenAfterQuotaWait: a request that waits for the
+// dataset's quota longer than its token lives is sent with a token taken
+// after the wait, so Power BI never sees an expired one.
+func TestPostRowsTakesTokenAfterQuotaWait(t *testing.T) {
+	clock := newFakeClock()
+	const lifetime = 30 * time.Second
+	var expired atomic.Int32
+	s := &script{now: clock.Now, steps: []func(http.ResponseWriter, *http.Request){func(w http.ResponseWriter, r *http.Request) {
+		issued, err := strconv.ParseInt(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer tok@"), 10, 64)
+		if err != nil || !clock.Now().Before(time.Unix(0, issued).Add(lifetime)) {
+			expired.Add(1)
+			status(http.StatusForbidden, "TokenExpired")(w, r)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}}}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	c, err := NewClient(testConfig(srv.URL), &expiringTokens{clock: clock, lifetime: lifetime}, srv.Client(), ClientOptions{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetLimits("ds", Limits{RequestsPerMinute: 1})
+	for i := range 3 {
+		if err := c.PostRows(context.Background(), Target{DatasetID: "ds", Table: "t"}, rowsN(1)); err != nil {
+			t.Fatalf("PostRows %d: %v", i, err)
+		}
+	}
+	if slept := clock.slept(); len(slept) == 0 {
+		t.Fatal("no quota wait happened; the test proves nothing")
+	}
+	if n := expired.Load(); n != 0 {
+		t.Errorf("%d requests carried a token that expired while waiting for the quota", n)
+	}
+	if n := len(s.requests()); n != 3 {
+		t.Errorf("requests = %d, want 3 (one per batch)", n)
 	}
 }
