@@ -195,7 +195,8 @@ func TestSchemaInferCommand(t *testing.T) {
 
 	// Spliced into a pipeline, the section validates and maps every event.
 	indented := "    " + strings.ReplaceAll(strings.TrimRight(out, "\n"), "\n", "\n    ") + "\n"
-	text := `pipelines:
+	text := `powerbi: {auth: {method: managed_identity}}
+pipelines:
   - name: inferred
     source: {type: stdin}
     target: {workspace_id: ` + provisiontest.Workspace + `, dataset_name: Inferred, table: Telemetry}

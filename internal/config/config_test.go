@@ -444,11 +444,17 @@ func TestSuggest(t *testing.T) {
 		"lingr":     " (did you mean linger?)",
 		"flush":     " (known keys: max_rows, max_bytes, linger)",
 		"x":         " (known keys: max_rows, max_bytes, linger)",
+		"ligner":    " (did you mean linger?)", // two letters swapped: one edit
 	}
 	for in, want := range cases {
 		if got := suggest(in, keys); got != want {
 			t.Errorf("suggest(%q) = %q, want %q", in, got, want)
 		}
+	}
+	// A column's keys are short: form for from must still be caught.
+	columnKeys := []string{"name", "type", "from", "default", "required"}
+	if got, want := suggest("form", columnKeys), " (did you mean from?)"; got != want {
+		t.Errorf("suggest(form) = %q, want %q", got, want)
 	}
 }
 

@@ -30,8 +30,13 @@ func validate(c *Config) []Problem {
 	// The auth method, as pushapi resolves it; none when an embedded
 	// emulator fills in the credentials.
 	method := c.PowerBI.Auth.ResolvedMethod()
-	if c.Emulator.Embedded && c.PowerBI.Auth == (pushapi.AuthConfig{}) {
+	if c.PowerBI.Auth == (pushapi.AuthConfig{}) {
 		method = ""
+		if !c.Emulator.Embedded {
+			// Resolving to managed identity here would name a method the
+			// user never chose, and its failures would point the wrong way.
+			add("powerbi.auth.method", "no auth method is set: choose one (client_secret, client_certificate, managed_identity or static_token; README, \"Setting up real Power BI\"), or set emulator.embedded: true to try pushd locally")
+		}
 	}
 
 	if c.Metrics.Enabled {

@@ -123,6 +123,9 @@ func validateTarget(t pushapi.Target) error {
 	case t.DatasetID != "" && t.DatasetName != "":
 		errs.add("dataset_name", "set either dataset_id or dataset_name, not both")
 	}
+	if t.DatasetID != "" && !isUUID(t.DatasetID) {
+		errs.add("dataset_id", "must be a dataset id (a UUID such as cfafbeb1-8037-4d0c-896e-a46fb27ff229; to name the dataset use dataset_name), got %q", t.DatasetID)
+	}
 	if t.WorkspaceID != "" && !isUUID(t.WorkspaceID) {
 		errs.add("workspace_id", "must be a workspace id (a UUID such as f089354e-8366-4e18-aea3-4cb4a3a50b48), got %q", t.WorkspaceID)
 	}
