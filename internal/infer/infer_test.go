@@ -115,7 +115,8 @@ func checkValidates(t *testing.T, res *infer.Result, events string) {
 			section.WriteString("    " + line)
 		}
 	}
-	text := `pipelines:
+	text := `powerbi: {auth: {method: managed_identity}}
+pipelines:
   - name: inferred
     source:
       type: stdin
