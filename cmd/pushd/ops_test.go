@@ -234,3 +234,31 @@ pipelines:
 		})
 	}
 }
+
+// TestRunNamesProvisionWhenTheDatasetIsMissing: a dataset that is not in
+// the workspace, by name or by id, ends the run with the next step to take.
+func TestRunNamesProvisionWhenTheDatasetIsMissing(t *testing.T) {
+	env := provisiontest.Start(t)
+	stdin := "    source: {type: stdin}\n"
+	cols := []string{"{name: DeviceId, type: String, from: device.id}"}
+	byName := strings.Replace(provisiontest.Pipeline("telemetry", "Absent", "Telemetry", true, cols...), provisiontest.SourceHTTP, stdin, 1)
+	otherID := env.CreateDataset(t, "Push", "Present", "Other", "DeviceId", "String")
+	byID := strings.Replace(byName, `dataset_name: "Absent"`, "dataset_id: "+otherID, 1)
+	byID = strings.Replace(byID, "create: true", "create: false", 1)
+	for _, tc := range []struct {
+		name, pipeline string
+		want           []string
+	}{
+		{"by name", byName, []string{`dataset "Absent"`, "not found", "the dataset is not there: run `pushd provision -c"}},
+		{"table missing in a dataset given by id", byID, []string{"Power BI does not know the dataset or table", "pushd provision -c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := env.WriteConfig(t, "run.yaml", tc.pipeline)
+			code, _, errOut := runCmd(t, `{"device":{"id":"d1"}}`+"\n", "run", "-c", path)
+			if code != exitFailed {
+				t.Fatalf("exit %d, want %d:\n%s", code, exitFailed, errOut)
+			}
+			mustContain(t, "stderr", errOut, append(tc.want, path)...)
+		})
+	}
+}

@@ -57,6 +57,9 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	printSummary(stdout, res)
 	if err != nil {
 		fmt.Fprintf(stderr, "pushd: %v\n", err)
+		if hint := runHint(err, *path); hint != "" {
+			fmt.Fprintf(stderr, "pushd: %s\n", hint)
+		}
 		return exitFailed
 	}
 	return exitOK

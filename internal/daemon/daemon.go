@@ -205,6 +205,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 
 	plMetrics := pipeline.NewMetrics(reg)
 	dlMetrics := deadletter.NewMetrics(reg)
+	info := newDatasetInfo(reg)
 	var kafkaMetrics *source.KafkaMetrics
 	var httpMetrics *source.HTTPMetrics
 	for i, pc := range cfg.Pipelines {
@@ -218,6 +219,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 		}
 		r.target = target
 		client.SetLimits(target.DatasetID, pc.Limits)
+		info.set(ctx, client, target, plog)
 
 		mapper, err := schema.New(pc.Schema)
 		if err != nil {

@@ -142,6 +142,7 @@ func TestMetricsHealthAndNoSecretsDuringARun(t *testing.T) {
 		{"pushd_auth_token_renewals_total", nil, func(v float64) bool { return v >= 1 }, ">= 1"},
 		{"pushd_powerbi_request_duration_seconds_count", nil, func(v float64) bool { return v >= 3 }, ">= 3"},
 		{"pushd_powerbi_batch_rows_count", nil, func(v float64) bool { return v >= 3 }, ">= 3"},
+		{"pushd_powerbi_dataset_info", []string{`dataset="` + id + `"`, `name="IoT Telemetry"`, `workspace="` + testWorkspace + `"`}, func(v float64) bool { return v == 1 }, "1"},
 		{"go_memstats_heap_inuse_bytes", nil, func(v float64) bool { return v > 0 }, "> 0"},
 	}
 	for _, c := range checks {

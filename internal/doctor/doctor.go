@@ -79,6 +79,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Report, when set, is called with each check as it completes.
 	Report func(Check)
+	// Getenv and DMIDir stand in for the process environment and
+	// /sys/class/dmi/id where the managed-identity check looks (tests).
+	Getenv func(string) string
+	DMIDir string
 }
 
 // DefaultStepTimeout bounds one network check when Options.StepTimeout is 0.
@@ -157,6 +161,14 @@ func (r *run) checkPowerBI(ctx context.Context) {
 		skipRest("needs a token")
 		return
 	}
+	if pb.Auth.ResolvedMethod() == pushapi.AuthManagedIdentity {
+		if c, ok := r.managedIdentityEnvironment(); !ok {
+			r.add(c)
+			r.add(Check{Step: "workspace", Status: Skip, Detail: "needs a token"})
+			skipRest("needs a token")
+			return
+		}
+	}
 	tokens, err := pushapi.NewTokenProvider(pb, hc, r.opts.Logger, nil)
 	if err == nil {
 		sctx, cancel := r.step(ctx)
@@ -194,7 +206,7 @@ func (r *run) checkPowerBI(ctx context.Context) {
 		list, err := client.ListDatasets(sctx, w)
 		cancel()
 		if err != nil {
-			r.add(workspaceFailure(w, err))
+			r.add(workspaceFailure(w, pb.Auth.ResolvedMethod(), err))
 			failed[strings.ToLower(w)] = true
 			continue
 		}
@@ -268,9 +280,16 @@ var aadstsHelp = map[string][2]string{
 func tokenFailure(pb pushapi.Config, err error) Check {
 	c := Check{Step: "token", Status: Fail, Detail: err.Error()}
 	method := pb.Auth.ResolvedMethod()
+	if isTLSError(err) {
+		c.Fix = caFileFix
+		return c
+	}
 	var ae *pushapi.AuthError
 	if !errors.As(err, &ae) {
 		c.Fix = fmt.Sprintf("check powerbi.auth (method %s) and the files it names", method)
+		if method == pushapi.AuthManagedIdentity {
+			c.Fix = managedIdentityFix()
+		}
 		return c
 	}
 	if h, ok := aadstsHelp[ae.AADSTS]; ok {
@@ -283,7 +302,7 @@ func tokenFailure(pb pushapi.Config, err error) Check {
 	case ae.AADSTS != "":
 		c.Fix = fmt.Sprintf("look up %s at https://login.microsoftonline.com/error?code=%s and correct powerbi.auth", ae.AADSTS, strings.TrimPrefix(ae.AADSTS, "AADSTS"))
 	case method == pushapi.AuthManagedIdentity:
-		c.Fix = "managed identity works only on Azure (VM, AKS with workload identity, App Service, Functions, Container Apps) with an identity assigned; set managed_identity_client_id for a user-assigned identity"
+		c.Fix = managedIdentityFix()
 	case ae.Status == 0:
 		c.Fix = fmt.Sprintf("cannot reach the authority %s: check DNS, proxy (HTTPS_PROXY) and firewall rules for outbound HTTPS, and powerbi.cloud / powerbi.authority_url", ep.AuthorityHost)
 	default:
@@ -295,11 +314,18 @@ func tokenFailure(pb pushapi.Config, err error) Check {
 // fabricAPIsFix is what a service principal needs beyond a valid token.
 const fabricAPIsFix = "enable the tenant setting 'Service principals can use Fabric APIs' (Fabric/Power BI admin portal → Tenant settings → Developer settings) for a security group that contains the service principal (it can take 15 minutes to apply)"
 
-// workspaceFailure explains a failure to list a workspace's datasets.
-func workspaceFailure(workspace string, err error) Check {
+// workspaceFailure explains a failure to list a workspace's datasets with
+// a token of the auth method.
+func workspaceFailure(workspace, method string, err error) Check {
 	c := Check{Step: "workspace", Status: Fail, Detail: fmt.Sprintf("%s: %v", workspaceName(workspace), err)}
 	var ae *pushapi.APIError
 	switch {
+	case isTLSError(err):
+		c.Fix = caFileFix
+	case errors.As(err, &ae) && ae.Status == http.StatusUnauthorized && method == pushapi.AuthStaticToken:
+		// A static token is the user's own: it has expired or was made for
+		// another resource. Workspace membership is not the problem yet.
+		c.Fix = "Power BI refused the static token: it has expired (they last about an hour) or was issued for another resource; get a new one for https://analysis.windows.net/powerbi/api (e.g. az account get-access-token --resource https://analysis.windows.net/powerbi/api) and put it in powerbi.auth.token or the file token_file names"
 	case errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden):
 		c.Fix = "add the service principal to the workspace as Member or Contributor (workspace → Manage access), and " + fabricAPIsFix
 		if workspace == "" {

@@ -218,7 +218,7 @@ func TestDoctorIdentityAndAccess(t *testing.T) {
 			i := strings.Index(s, "  auth:")
 			j := strings.Index(s, "  retry:")
 			return s[:i] + "  auth:\n    method: static_token\n    token: not-a-token\n" + s[j:]
-		}, want{"workspace", doctor.Fail, []string{"401"}, []string{"Member or Contributor", "Service principals can use Fabric APIs"}}},
+		}, want{"workspace", doctor.Fail, []string{"401"}, []string{"refused the static token", "get a new one", "powerbi.auth.token"}}},
 		{"authority unreachable", func(s string) string {
 			return strings.Replace(s, "authority_url: "+env.Emulator.URL(), "authority_url: https://"+closedPort(t), 1)
 		}, want{"token", doctor.Fail, nil, []string{"cannot reach the authority"}}},
