@@ -32,6 +32,11 @@ type emulateOptions struct {
 	noQuotas       bool
 	tokenOutage    bool
 	logLevel       string
+	// kafka, when set, is the address of a stand-in Kafka broker to serve
+	// beside the emulator (kafkaTopics created with kafkaPartitions each).
+	kafka           string
+	kafkaTopics     string
+	kafkaPartitions int
 }
 
 func emulateFlagSet(cfg *emulator.Config, o *emulateOptions) *flag.FlagSet {
@@ -79,6 +84,9 @@ func emulateFlagSet(cfg *emulator.Config, o *emulateOptions) *flag.FlagSet {
 	fs.DurationVar(&f.TokenOutageFor, "token-outage-for", 0, "token endpoints answer 503 for this long from start")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the fault dice (0 = random)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug (every request), info, warn, error")
+	fs.StringVar(&o.kafka, "kafka", "", "also serve an in-memory stand-in Kafka broker on this address (e.g. 127.0.0.1:9092), for trying the Kafka source; never for production")
+	fs.StringVar(&o.kafkaTopics, "kafka-topics", "events", "comma-separated topics the stand-in broker creates at start (producers may create others)")
+	fs.IntVar(&o.kafkaPartitions, "kafka-partitions", 3, "partitions of each topic the stand-in broker creates")
 	return fs
 }
 
@@ -159,11 +167,21 @@ func emulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitFailed
 		}
 	}
+	var kafka *kafkaStandIn
+	if o.kafka != "" {
+		kafka, err = startKafkaStandIn(o.kafka, strings.Split(o.kafkaTopics, ","), o.kafkaPartitions)
+		if err != nil {
+			fmt.Fprintf(stderr, "pushd emulate: %v\n", err)
+			_ = s.Close()
+			return exitFailed
+		}
+		defer kafka.Close()
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "pushd emulator serving (SIGINT or SIGTERM stops it)\n")
 	fmt.Fprintf(&b, "  base URL:        %s\n", s.URL())
 	fmt.Fprintf(&b, "  Power BI API:    %s/v1.0/myorg\n", s.URL())
-	fmt.Fprintf(&b, "  authority:       %s\n", s.Authority())
+	fmt.Fprintf(&b, "  authority:       %s (as authority_url: %s; pushd appends the tenant)\n", s.Authority(), s.URL())
 	fmt.Fprintf(&b, "  tenant:          %s\n", cfg.Tenant)
 	fmt.Fprintf(&b, "  client id:       %s\n", cfg.ClientID)
 	fmt.Fprintf(&b, "  client secret:   %s\n", cfg.ClientSecret)
@@ -172,6 +190,10 @@ func emulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(&b, "  CA certificate:  %s\n", o.caOut)
 	}
 	fmt.Fprintf(&b, "  stats:           %s/emulator/v1/stats\n", s.URL())
+	if kafka != nil {
+		fmt.Fprintf(&b, "  Kafka stand-in:  %s (topics %s; in memory, for trying only)\n", kafka.Addr(), o.kafkaTopics)
+	}
+	writePowerBIBlock(&b, s, cfg, o.caOut)
 	_, _ = io.WriteString(stdout, b.String())
 
 	<-ctx.Done()
@@ -210,4 +232,20 @@ func readCertificates(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("no CERTIFICATE block in %s", path)
 	}
 	return certs, nil
+}
+
+// writePowerBIBlock writes a powerbi section pointing at the emulator that
+// can be pasted into a config as it is (authority_url is the base URL:
+// pushd appends the tenant itself).
+func writePowerBIBlock(b *strings.Builder, s *emulator.Server, cfg emulator.Config, caOut string) {
+	fmt.Fprintf(b, "\nPaste into a config (configs/emulator.yaml has it already):\n")
+	if !cfg.TLS {
+		fmt.Fprintf(b, "# MSAL accepts only https authorities: start with --tls --ca-out FILE for client_secret sign-in.\n")
+	}
+	fmt.Fprintf(b, "powerbi:\n  api_url: %s\n  authority_url: %s\n", s.URL(), s.URL())
+	if caOut != "" {
+		fmt.Fprintf(b, "  ca_file: %s\n", caOut)
+	}
+	fmt.Fprintf(b, "  auth:\n    method: client_secret\n    tenant_id: %s\n    client_id: %s\n    client_secret: %s\n",
+		cfg.Tenant, cfg.ClientID, cfg.ClientSecret)
 }
