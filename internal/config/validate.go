@@ -114,6 +114,9 @@ func validate(c *Config) []Problem {
 		section(at+".reduce", reflect.TypeOf(p.Reduce), p.Reduce.Validate(p.Schema.Columns))
 		section(at+".batch", reflect.TypeOf(p.Batch), validateBatch(p.Batch))
 		section(at+".limits", reflect.TypeOf(p.Limits), p.Limits.Validate())
+		if p.Source.Type == "kafka" && p.Limits.Share != 1 && p.Limits.Share > 0 && p.Limits.Share <= 1 {
+			add(at+".limits.share", "not used with a kafka source, which takes the share of its assigned partitions (of all partitions of its topics) at every rebalance; remove it")
+		}
 		// A batch bigger than the hourly row quota could never be sent.
 		if q := p.Limits.RowsPerHour; q > 0 && p.Batch.MaxRows > q {
 			add(at+".batch.max_rows", "%d is more than limits.rows_per_hour (%d): such a batch could never be sent; lower max_rows", p.Batch.MaxRows, q)

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ type Client struct {
 
 	mu        sync.Mutex
 	limits    map[string]Limits
+	shares    map[string]float64 // set by SetShare
 	datasets  map[string]*datasetLimiter
 	retention map[string]string // defaultRetentionPolicy as Power BI reported it
 }
@@ -78,6 +80,7 @@ func NewClient(cfg Config, tokens TokenProvider, httpClient *http.Client, opts C
 		clock:     opts.Clock,
 		jitter:    func(d time.Duration) time.Duration { return rand.N(d + 1) },
 		limits:    make(map[string]Limits),
+		shares:    make(map[string]float64),
 		datasets:  make(map[string]*datasetLimiter),
 		retention: make(map[string]string),
 	}
@@ -90,6 +93,7 @@ func NewClient(cfg Config, tokens TokenProvider, httpClient *http.Client, opts C
 	if c.clock == nil {
 		c.clock = realClock{}
 	}
+	c.metrics.watch(c.QuotaUse)
 	return c, nil
 }
 
@@ -100,9 +104,38 @@ func NewClient(cfg Config, tokens TokenProvider, httpClient *http.Client, opts C
 func (c *Client) SetLimits(datasetID string, l Limits) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if s, ok := c.shares[datasetID]; ok {
+		l.Share = s
+	}
 	c.limits[datasetID] = l
 	if _, ok := c.datasets[datasetID]; ok {
 		c.datasets[datasetID] = c.newLimiterLocked(datasetID)
+	}
+}
+
+// SetShare sets the share (0 < share <= 1) of the dataset's quotas this
+// process keeps to, when several processes write the dataset: every quota
+// of its Limits is scaled by it (see Limits.Share). It overrides
+// Limits.Share, applies at once to requests not yet sent, and is logged
+// when it changes. A Kafka source calls it at every rebalance.
+func (c *Client) SetShare(datasetID string, share float64) {
+	if !(share > 0 && share <= 1) {
+		share = 1
+	}
+	c.mu.Lock()
+	c.shares[datasetID] = share
+	l := c.limits[datasetID]
+	l.Share = share
+	c.limits[datasetID] = l
+	previous := 1.0
+	if d, ok := c.datasets[datasetID]; ok {
+		previous = d.setShare(share)
+	}
+	c.mu.Unlock()
+	c.metrics.share(datasetID, share)
+	if share != previous {
+		c.logger.Info("share of the dataset's quotas changed",
+			"dataset", datasetID, "share", share, "previous", previous)
 	}
 }
 
@@ -124,7 +157,9 @@ func (c *Client) newLimiterLocked(datasetID string) *datasetLimiter {
 	if r, ok := c.retention[datasetID]; ok {
 		l.Retention = r
 	}
-	return newDatasetLimiter(datasetID, l)
+	d := newDatasetLimiter(datasetID, l)
+	c.metrics.share(datasetID, d.share)
+	return d
 }
 
 // learnRetention records a dataset's defaultRetentionPolicy from a Power BI
@@ -141,6 +176,24 @@ func (c *Client) learnRetention(datasetID, policy string) {
 	if d, ok := c.datasets[datasetID]; ok {
 		d.setRetention(policy)
 	}
+}
+
+// QuotaUse reports, for every dataset this client has posted to, how much
+// of its quotas the last window used, in dataset order.
+func (c *Client) QuotaUse() []QuotaUse {
+	c.mu.Lock()
+	ds := make([]*datasetLimiter, 0, len(c.datasets))
+	for _, d := range c.datasets {
+		ds = append(ds, d)
+	}
+	c.mu.Unlock()
+	now := c.clock.Now()
+	out := make([]QuotaUse, len(ds))
+	for i, d := range ds {
+		out[i] = d.use(now)
+	}
+	slices.SortFunc(out, func(a, b QuotaUse) int { return strings.Compare(a.Dataset, b.Dataset) })
+	return out
 }
 
 // PostRows posts already-encoded rows (each one JSON object) to t's table

@@ -88,4 +88,11 @@ type Limits struct {
 	RequestWindow    time.Duration `yaml:"request_window"`     // 1m
 	RowsWindow       time.Duration `yaml:"rows_window"`        // 1h
 	LargeTableWindow time.Duration `yaml:"large_table_window"` // 1h
+
+	// Share is the part of every quota above (and of MaxInFlight) this
+	// process keeps to, when several processes write the dataset: 0 <
+	// share <= 1, default 1 (the whole). Each quota is rounded down to at
+	// least 1. A Kafka source sets the share itself, from the partitions
+	// assigned to this process (Client.SetShare).
+	Share float64 `yaml:"share"` // 1
 }

@@ -3,6 +3,7 @@ package pushapi
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -47,6 +48,7 @@ func DefaultLimits() Limits {
 		RequestWindow:             time.Minute,
 		RowsWindow:                time.Hour,
 		LargeTableWindow:          time.Hour,
+		Share:                     1,
 	}
 }
 
@@ -79,6 +81,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.LargeTableWindow <= 0 {
 		l.LargeTableWindow = d.LargeTableWindow
 	}
+	if l.Share == 0 {
+		l.Share = d.Share
+	}
 	return l
 }
 
@@ -99,6 +104,9 @@ func (l Limits) Validate() error {
 	}
 	if l.RequestWindow < 0 || l.RowsWindow < 0 || l.LargeTableWindow < 0 {
 		errs = append(errs, errors.New("request_window, rows_window, large_table_window: must not be negative"))
+	}
+	if l.Share < 0 || l.Share > 1 || math.IsNaN(l.Share) {
+		errs = append(errs, fmt.Errorf("share: must be more than 0 and at most 1 (this process's part of the dataset's quotas), got %g", l.Share))
 	}
 	if l.InitialTableRows < 0 {
 		errs = append(errs, fmt.Errorf("initial_table_rows: must not be negative, got %d", l.InitialTableRows))

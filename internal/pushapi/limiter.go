@@ -2,6 +2,7 @@ package pushapi
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"time"
@@ -36,16 +37,6 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// windowMargin is added to every quota window on the client side: Power BI
-// (and the emulator) count requests when they arrive, and two requests sent
-// exactly one window apart may arrive less than a window apart when the
-// second travels faster. The margin absorbs that jitter: 5% of the window,
-// at least 50ms (scaled-down test windows on a busy machine) and at most 1s
-// (1.7% of a minute, nothing for an hour).
-func windowMargin(w time.Duration) time.Duration {
-	return min(max(w/20, 50*time.Millisecond), time.Second)
-}
-
 // bucket returns the token bucket that paces a quota evenly: quota tokens
 // per window, burst tokens at most. It smooths the flow; the sliding window
 // beside it (window) is what guarantees the quota.
@@ -53,17 +44,36 @@ func bucket(quota int, window time.Duration, burst int) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(float64(quota)/window.Seconds()), burst)
 }
 
-// window is a sliding window of weighted events, oldest first: it admits an
-// event of weight n at t only if the events in (t-length, t] weigh at most
-// limit-n together with it. This is the stricter reading of "per minute"
-// (a fixed window is always satisfied by it), and the emulator's model.
+// waitForAnswer is what window.delay returns when only the answer to a
+// request in flight can make room.
+const waitForAnswer time.Duration = -1
+
+// window is a sliding window of weighted requests that keeps a quota
+// exactly although Power BI counts a request at an instant the client
+// cannot see: when it arrives, somewhere between its send and its answer.
+//
+// A request is held (counted, with no end) from its send until its answer,
+// and then counted at its answer time like an event of the window. A
+// request of weight n is admitted at t only if the held requests and the
+// answered ones in (t-length, t] weigh at most limit-n together with it.
+//
+// Why that is exact: suppose some window (u-length, u] of arrival times
+// held more than the limit. Take the request k of those sent last; each
+// other one j was sent before k and arrived after u-length, so it was
+// answered after u-length too, while k was sent at or before its own
+// arrival (at most u): when k was admitted, j was still held or answered
+// within length of k's send, and was counted. So k's admission saw more
+// than limit-n: a contradiction. The cost is one round trip per window: a
+// request occupies the quota from its send to its answer plus the window,
+// not the window alone.
 type window struct {
 	length time.Duration
 	limit  int
 	at     []time.Time
 	n      []int
 	head   int
-	sum    int
+	sum    int // weight of the answered requests in at/n
+	held   int // weight of the requests sent and not answered
 }
 
 func newWindow(limit int, length time.Duration) *window {
@@ -86,12 +96,14 @@ func (w *window) prune(now time.Time) {
 	}
 }
 
-// delay is how long until an event of weight n fits (0: now). A weight
-// above the limit is treated as the limit: it waits for an empty window.
+// delay is how long until a request of weight n fits (0: now), or
+// waitForAnswer when the answered requests leaving the window cannot make
+// room without an answer to a held one. A weight above the limit is treated
+// as the limit: it waits for an empty window.
 func (w *window) delay(now time.Time, n int) time.Duration {
 	w.prune(now)
 	n = min(n, w.limit)
-	need := w.sum + n - w.limit
+	need := w.sum + w.held + n - w.limit
 	if need <= 0 {
 		return 0
 	}
@@ -102,7 +114,16 @@ func (w *window) delay(now time.Time, n int) time.Duration {
 			return w.at[i].Add(w.length).Sub(now) + time.Nanosecond
 		}
 	}
-	return w.length
+	return waitForAnswer
+}
+
+// hold counts a request of weight n from its send until answer.
+func (w *window) hold(n int) { w.held += n }
+
+// answer ends the hold of a request of weight n and counts it at now.
+func (w *window) answer(now time.Time, n int) {
+	w.held -= n
+	w.add(now, n)
 }
 
 func (w *window) add(now time.Time, n int) {
@@ -111,27 +132,51 @@ func (w *window) add(now time.Time, n int) {
 	w.sum += n
 }
 
+// used is the weight counted in the window at now: answered in the last
+// length, plus held.
+func (w *window) used(now time.Time) int {
+	w.prune(now)
+	return w.sum + w.held
+}
+
+// share scales a quota to a share of it: rounded down, at least 1 (a
+// process that may send nothing would hold its events forever).
+func share(quota int, s float64) int {
+	if s >= 1 {
+		return quota
+	}
+	return max(1, int(math.Floor(float64(quota)*s+1e-9)))
+}
+
 // datasetLimiter keeps one dataset under its quotas; its tables share it.
 //
 // Each quota (requests per window, rows per window, and requests per hour
-// under the large-table rule) is kept by a sliding window of the sends made,
-// counted over the quota's window plus windowMargin. Requests and rows are
-// also paced by token buckets (golang.org/x/time/rate) at quota/window:
-// requests with a burst of one, so they flow evenly rather than in a burst
-// at the start of each window; rows with a burst of the whole quota, so a
-// backlog is not held back below what Power BI accepts. Waiters pass through a gate one
-// at a time, and a request records itself in every window and takes its
-// tokens at the instant it leaves the gate to be sent: the recorded times
-// are the send times, so no window of the quota's length ever holds more
-// than the quota (see the package tests).
+// under the large-table rule) is kept exactly by a sliding window that
+// counts each request from its send to its answer plus the window (see
+// window). Requests and rows are also paced by token buckets
+// (golang.org/x/time/rate) at quota/window: requests with a burst of one,
+// so they flow evenly rather than in a burst at the start of each window;
+// rows with a burst of the whole quota, so a backlog is not held back below
+// what Power BI accepts. Waiters pass through a gate one at a time; an
+// answer wakes the waiter at the gate, since it may make room.
+//
+// When several processes write one dataset, each keeps to its share of
+// every quota (setShare): the quotas, the in-flight bound and the
+// large-table request quota are scaled down, and a table's row count (for
+// the large-table rule) is estimated as this process's rows over its share.
 type datasetLimiter struct {
-	id       string
-	limits   Limits
-	inFlight chan struct{}
-	gate     chan struct{}
-	burst    int // rows bucket size
+	id     string
+	limits Limits // the dataset's whole quotas, defaults applied
+	gate   chan struct{}
 
 	mu          sync.Mutex
+	share       float64
+	maxInFlight int
+	inFlight    int
+	// inFlightAt holds the in-flight count after each send of the last
+	// request window, for the in-flight use ratio.
+	inFlightAt  []levelAt
+	burst       int // rows bucket size
 	reqBucket   *rate.Limiter
 	rowsBucket  *rate.Limiter
 	reqWindow   *window
@@ -142,31 +187,75 @@ type datasetLimiter struct {
 	pausedUntil time.Time
 	posted      map[string]int64 // rows accepted per table, since start or DeleteRows
 	pending     map[string]int64 // rows in flight per table
+	// wake, when set, ends the sleep of the waiter at the gate.
+	wake context.CancelFunc
+}
+
+type levelAt struct {
+	at time.Time
+	n  int
 }
 
 func newDatasetLimiter(id string, l Limits) *datasetLimiter {
 	l = l.WithDefaults()
-	rw := l.RequestWindow + windowMargin(l.RequestWindow)
-	ow := l.RowsWindow + windowMargin(l.RowsWindow)
-	lw := l.LargeTableWindow + windowMargin(l.LargeTableWindow)
-	// Rows are not paced: a backlog may use the whole hourly quota at once
-	// (Power BI counts rows per hour, not per second), so the bucket holds
-	// the whole quota and the sliding window is what keeps the limit.
-	burst := max(1, l.RowsPerHour)
-	return &datasetLimiter{
+	d := &datasetLimiter{
 		id:          id,
 		limits:      l,
-		inFlight:    make(chan struct{}, l.MaxInFlight),
 		gate:        make(chan struct{}, 1),
-		burst:       burst,
-		reqBucket:   bucket(l.RequestsPerMinute, rw, 1),
-		rowsBucket:  bucket(l.RowsPerHour, ow, burst),
-		reqWindow:   newWindow(l.RequestsPerMinute, rw),
-		rowsWindow:  newWindow(l.RowsPerHour, ow),
-		largeWindow: newWindow(l.LargeTableRequestsPerHour, lw),
+		reqWindow:   newWindow(l.RequestsPerMinute, l.RequestWindow),
+		rowsWindow:  newWindow(l.RowsPerHour, l.RowsWindow),
+		largeWindow: newWindow(l.LargeTableRequestsPerHour, l.LargeTableWindow),
 		fifo:        l.Retention == RetentionBasicFIFO,
 		posted:      make(map[string]int64),
 		pending:     make(map[string]int64),
+	}
+	d.setShareLocked(l.Share)
+	return d
+}
+
+// setShareLocked scales every quota to share s of the dataset's (0 or
+// above 1: the whole).
+func (d *datasetLimiter) setShareLocked(s float64) {
+	if s <= 0 || s > 1 {
+		s = 1
+	}
+	l := d.limits
+	d.share = s
+	d.maxInFlight = share(l.MaxInFlight, s)
+	d.reqWindow.limit = share(l.RequestsPerMinute, s)
+	d.rowsWindow.limit = share(l.RowsPerHour, s)
+	d.largeWindow.limit = share(l.LargeTableRequestsPerHour, s)
+	// Rows are not paced: a backlog may use the whole hourly quota at once
+	// (Power BI counts rows per hour, not per second), so the bucket holds
+	// the whole quota and the sliding window is what keeps the limit.
+	d.burst = d.rowsWindow.limit
+	if d.reqBucket == nil {
+		d.reqBucket = bucket(d.reqWindow.limit, l.RequestWindow, 1)
+		d.rowsBucket = bucket(d.rowsWindow.limit, l.RowsWindow, d.burst)
+		return
+	}
+	now := time.Now()
+	d.reqBucket.SetLimitAt(now, rate.Limit(float64(d.reqWindow.limit)/l.RequestWindow.Seconds()))
+	d.rowsBucket.SetLimitAt(now, rate.Limit(float64(d.rowsWindow.limit)/l.RowsWindow.Seconds()))
+	d.rowsBucket.SetBurstAt(now, d.burst)
+}
+
+// setShare sets the share of the dataset's quotas this process keeps to and
+// reports the one before. Requests in flight finish; the next ones wait
+// under the new quotas.
+func (d *datasetLimiter) setShare(s float64) (previous float64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	previous = d.share
+	d.setShareLocked(s)
+	d.wakeLocked()
+	return previous
+}
+
+func (d *datasetLimiter) wakeLocked() {
+	if d.wake != nil {
+		d.wake()
+		d.wake = nil
 	}
 }
 
@@ -182,9 +271,11 @@ func (d *datasetLimiter) setRetention(policy string) {
 // heldLocked is how many rows table holds once extra more rows land: what
 // pushd posted plus InitialTableRows, but never more than a basicFIFO
 // table keeps (Power BI drops its oldest rows past 200,000 and lets it
-// float up to FIFOMaxTableRows). d.mu is held.
+// float up to FIFOMaxTableRows). When processes share the dataset, this
+// one posted its share of the rows: the others post in proportion to
+// theirs. d.mu is held.
 func (d *datasetLimiter) heldLocked(table string, extra int64) int64 {
-	n := d.posted[table] + extra + int64(d.limits.InitialTableRows)
+	n := int64(math.Ceil(float64(d.posted[table]+extra)/d.share)) + int64(d.limits.InitialTableRows)
 	if d.fifo {
 		n = min(n, FIFOMaxTableRows)
 	}
@@ -212,69 +303,156 @@ func (d *datasetLimiter) isLarge() bool {
 	return d.large
 }
 
-// acquire waits, in ctx, for an in-flight slot, the end of any pause, and
-// room in every quota for one request of rows rows, then takes it. release
-// gives the in-flight slot back; call addRows before it when the rows were
-// accepted. A batch larger than the row bucket takes the whole bucket, and
-// one larger than the row quota waits for an empty window (neither may wait
-// forever).
+// acquire waits, in ctx, for the end of any pause, an in-flight slot and
+// room in every quota for one request of rows rows, then takes it. Call the
+// returned release when the answer came (or the request failed): that is
+// when the request starts leaving the quotas' windows. Call addRows before
+// it when the rows were accepted. A batch larger than the row bucket takes
+// the whole bucket, and one larger than the row quota waits for an empty
+// window (neither may wait forever).
 func (d *datasetLimiter) acquire(ctx context.Context, clock Clock, table string, rows int, m *Metrics) (release func(), err error) {
 	start := clock.Now()
 	select {
-	case d.inFlight <- struct{}{}:
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
-	}
-	select {
 	case d.gate <- struct{}{}:
 	case <-ctx.Done():
-		<-d.inFlight
 		return nil, context.Cause(ctx)
 	}
 	defer func() { <-d.gate }()
 	rows = max(rows, 1)
-	n := min(rows, d.burst)
 	for {
 		now := clock.Now()
 		d.mu.Lock()
-		wait := d.pausedUntil.Sub(now)
-		if wait <= 0 {
-			wait = max(tokenDelay(d.reqBucket, 1, now), tokenDelay(d.rowsBucket, n, now),
-				d.reqWindow.delay(now, 1), d.rowsWindow.delay(now, rows))
-			if d.largeLocked(table) {
-				wait = max(wait, d.largeWindow.delay(now, 1))
-			}
-			// Nothing else takes tokens while the gate is held, so both
-			// buckets hold what tokenDelay saw.
-			if wait <= 0 && d.reqBucket.AllowN(now, 1) && d.rowsBucket.AllowN(now, n) {
-				d.reqWindow.add(now, 1)
-				d.rowsWindow.add(now, rows)
-				if d.limits.LargeTableRows >= 0 {
-					d.largeWindow.prune(now)
-					d.largeWindow.add(now, 1)
-				}
-				d.pending[table] += int64(rows)
-				reqLeft := float64(d.reqWindow.limit - d.reqWindow.sum)
-				rowsLeft := float64(d.rowsWindow.limit - d.rowsWindow.sum)
-				d.mu.Unlock()
-				m.quota(d.id, reqLeft, rowsLeft)
-				m.waited(d.id, now.Sub(start))
-				m.inFlightAdd(d.id, 1)
-				return func() {
-					d.mu.Lock()
-					d.pending[table] -= int64(rows)
-					d.mu.Unlock()
-					m.inFlightAdd(d.id, -1)
-					<-d.inFlight
-				}, nil
-			}
-			wait = max(wait, time.Microsecond)
+		wait := d.delayLocked(now, table, rows)
+		if wait == 0 && d.takeLocked(now, table, rows) {
+			reqLeft := float64(d.reqWindow.limit - d.reqWindow.used(now))
+			rowsLeft := float64(d.rowsWindow.limit - d.rowsWindow.used(now))
+			d.mu.Unlock()
+			m.quota(d.id, reqLeft, rowsLeft)
+			m.waited(d.id, now.Sub(start))
+			m.inFlightAdd(d.id, 1)
+			return func() { d.release(clock, table, rows, m) }, nil
 		}
+		if wait == waitForAnswer {
+			// Woken by the next answer; the window's length bounds the
+			// sleep in case none comes to this limiter.
+			wait = d.limits.RequestWindow
+		}
+		wait = max(wait, time.Microsecond)
+		wctx, wake := context.WithCancel(ctx)
+		d.wake = wake
 		d.mu.Unlock()
-		if err := clock.Sleep(ctx, wait); err != nil {
-			<-d.inFlight
+		err := clock.Sleep(wctx, wait)
+		wake()
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
 			return nil, err
 		}
+	}
+}
+
+// delayLocked is how long a request of rows rows to table must wait: 0 when
+// it may go now, waitForAnswer when only an answer can make room.
+func (d *datasetLimiter) delayLocked(now time.Time, table string, rows int) time.Duration {
+	if wait := d.pausedUntil.Sub(now); wait > 0 {
+		return wait
+	}
+	if d.inFlight >= d.maxInFlight {
+		return waitForAnswer
+	}
+	delays := []time.Duration{
+		tokenDelay(d.reqBucket, 1, now), tokenDelay(d.rowsBucket, min(rows, d.burst), now),
+		d.reqWindow.delay(now, 1), d.rowsWindow.delay(now, rows),
+	}
+	if d.largeLocked(table) {
+		delays = append(delays, d.largeWindow.delay(now, 1))
+	}
+	wait := time.Duration(0)
+	for _, w := range delays {
+		if w == waitForAnswer {
+			return waitForAnswer
+		}
+		wait = max(wait, w)
+	}
+	return wait
+}
+
+// takeLocked takes the tokens of a request that delayLocked let go and
+// holds it in every window. Nothing else takes tokens while the gate is
+// held, so both buckets hold what tokenDelay saw; false (never expected)
+// means try again.
+func (d *datasetLimiter) takeLocked(now time.Time, table string, rows int) bool {
+	if !d.reqBucket.AllowN(now, 1) || !d.rowsBucket.AllowN(now, min(rows, d.burst)) {
+		return false
+	}
+	d.reqWindow.hold(1)
+	d.rowsWindow.hold(rows)
+	if d.limits.LargeTableRows >= 0 {
+		d.largeWindow.hold(1)
+	}
+	d.pending[table] += int64(rows)
+	d.inFlight++
+	d.noteInFlightLocked(now)
+	return true
+}
+
+// release ends a request's hold: it is counted in every window from now,
+// its answer time, and its in-flight slot is free.
+func (d *datasetLimiter) release(clock Clock, table string, rows int, m *Metrics) {
+	now := clock.Now()
+	d.mu.Lock()
+	d.reqWindow.answer(now, 1)
+	d.rowsWindow.answer(now, rows)
+	if d.limits.LargeTableRows >= 0 {
+		d.largeWindow.answer(now, 1)
+	}
+	d.pending[table] -= int64(rows)
+	d.inFlight--
+	d.wakeLocked()
+	d.mu.Unlock()
+	m.inFlightAdd(d.id, -1)
+}
+
+// noteInFlightLocked records the in-flight count after a send and forgets
+// the records older than a request window.
+func (d *datasetLimiter) noteInFlightLocked(now time.Time) {
+	cut := now.Add(-d.limits.RequestWindow)
+	i := 0
+	for i < len(d.inFlightAt) && !d.inFlightAt[i].at.After(cut) {
+		i++
+	}
+	d.inFlightAt = append(d.inFlightAt[:0], d.inFlightAt[i:]...)
+	d.inFlightAt = append(d.inFlightAt, levelAt{at: now, n: d.inFlight})
+}
+
+// QuotaUse is how much of a dataset's quotas (this process's share of
+// them) the last window used: requests and rows counted over their
+// windows (in flight included), and the peak of requests in flight during
+// the last request window. Each ratio is used/allowed, 0..1.
+type QuotaUse struct {
+	Dataset                  string
+	Share                    float64
+	Requests, Rows, InFlight float64
+}
+
+// use reports the dataset's QuotaUse at now.
+func (d *datasetLimiter) use(now time.Time) QuotaUse {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	peak := d.inFlight
+	cut := now.Add(-d.limits.RequestWindow)
+	for _, l := range d.inFlightAt {
+		if l.at.After(cut) {
+			peak = max(peak, l.n)
+		}
+	}
+	return QuotaUse{
+		Dataset:  d.id,
+		Share:    d.share,
+		Requests: float64(d.reqWindow.used(now)) / float64(d.reqWindow.limit),
+		Rows:     float64(d.rowsWindow.used(now)) / float64(d.rowsWindow.limit),
+		InFlight: float64(peak) / float64(d.maxInFlight),
 	}
 }
 
@@ -324,5 +502,7 @@ func (d *datasetLimiter) addRows(table string, n int) bool {
 func (d *datasetLimiter) resetTable(table string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.posted[table] = -int64(d.limits.InitialTableRows)
+	// heldLocked then estimates the table at 0 rows (about: the
+	// initial rows scaled by this process's share cancel them).
+	d.posted[table] = -int64(math.Floor(float64(d.limits.InitialTableRows) * d.share))
 }

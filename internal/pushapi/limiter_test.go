@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -274,6 +275,95 @@ func TestWindow(t *testing.T) {
 			if got := ww.delay(t0.Add(tt.at), tt.n); got != tt.want {
 				t.Errorf("delay = %v, want %v", got, tt.want)
 			}
+		})
+	}
+}
+
+// transit is a fake Power BI whose requests take time on the way in and on
+// the way back: each request spends pre (chosen by the test's seeded
+// sequence) before it arrives, where next records it, and post after,
+// before its answer.
+type transit struct {
+	mu   sync.Mutex
+	i    int
+	seq  func(i int) (pre, post time.Duration)
+	next http.Handler
+}
+
+func (h *transit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	pre, post := h.seq(h.i)
+	h.i++
+	h.mu.Unlock()
+	time.Sleep(pre)
+	h.next.ServeHTTP(w, r)
+	time.Sleep(post)
+}
+
+// TestLimiterExactWhateverTheArrival: Power BI counts a request when it
+// arrives, anywhere between its send and its answer. With round trips of up
+// to 800ms split at random between the way in and the way back, no window of
+// the quota's length at the server holds more than the quota (the worst
+// cases: early requests arriving just before their answer, later ones just
+// after their send), and the cost is about one round trip per window.
+func TestLimiterExactWhateverTheArrival(t *testing.T) {
+	tests := []struct {
+		name          string
+		limits        Limits
+		batchRows     int
+		rows          bool
+		quota         int
+		window        time.Duration
+		minUsed       float64 // of the quota over the run
+		split         func(r *rand.Rand) (pre, post time.Duration)
+		workers, runS int
+	}{
+		{name: "requests, random split", limits: Limits{RequestsPerMinute: 10, RequestWindow: 2 * time.Second},
+			batchRows: 1, quota: 10, window: 2 * time.Second, minUsed: 0.65, workers: 8, runS: 40,
+			split: func(r *rand.Rand) (time.Duration, time.Duration) {
+				rt := time.Duration(r.IntN(800)) * time.Millisecond
+				pre := time.Duration(r.Int64N(int64(rt) + 1))
+				return pre, rt - pre
+			}},
+		{name: "requests, arrival at either end", limits: Limits{RequestsPerMinute: 10, RequestWindow: 2 * time.Second},
+			batchRows: 1, quota: 10, window: 2 * time.Second, minUsed: 0.65, workers: 8, runS: 40,
+			split: func(r *rand.Rand) (time.Duration, time.Duration) {
+				if r.IntN(2) == 0 {
+					return 0, 500 * time.Millisecond
+				}
+				return 500 * time.Millisecond, 0
+			}},
+		{name: "rows, random split", limits: Limits{RequestsPerMinute: 1000, RequestWindow: time.Second, RowsPerHour: 1_000, RowsWindow: 2 * time.Second, LargeTableRows: -1},
+			batchRows: 100, rows: true, quota: 1_000, window: 2 * time.Second, minUsed: 0.65, workers: 8, runS: 40,
+			split: func(r *rand.Rand) (time.Duration, time.Duration) {
+				rt := time.Duration(r.IntN(800)) * time.Millisecond
+				pre := time.Duration(r.Int64N(int64(rt) + 1))
+				return pre, rt - pre
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rnd := rand.New(rand.NewPCG(1, 2))
+				s := &script{steps: []func(http.ResponseWriter, *http.Request){ok}}
+				h := &transit{next: s, seq: func(int) (time.Duration, time.Duration) { return tt.split(rnd) }}
+				c := syncClient(t, h, tt.limits)
+				run := time.Duration(tt.runS) * time.Second
+				runWorkers(t, c, []Target{{DatasetID: "ds", Table: "a"}, {DatasetID: "ds", Table: "b"}}, tt.workers, tt.batchRows, run)
+				at, w := weights(s.requests(), tt.rows)
+				total := 0
+				for _, x := range w {
+					total += x
+				}
+				if got := maxInWindow(at, w, tt.window); got > tt.quota {
+					t.Errorf("a %s window at the server held %d, quota %d", tt.window, got, tt.quota)
+				}
+				allowed := float64(tt.quota) * run.Seconds() / tt.window.Seconds()
+				if float64(total) < tt.minUsed*allowed {
+					t.Errorf("used %d of %.0f allowed (%.1f%%), want >= %.0f%%", total, allowed, 100*float64(total)/allowed, 100*tt.minUsed)
+				}
+				t.Logf("used %d of %.0f allowed; busiest window %d", total, allowed, maxInWindow(at, w, tt.window))
+			})
 		})
 	}
 }

@@ -2,6 +2,7 @@ package pushapi
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,8 @@ type Metrics struct {
 	inFlight      *prometheus.GaugeVec
 	quotaRequests *prometheus.GaugeVec
 	quotaRows     *prometheus.GaugeVec
+	quotaShare    *prometheus.GaugeVec
+	quotaUsed     *quotaUseCollector
 	rowsAccepted  *prometheus.CounterVec
 	tokenRenewals *prometheus.CounterVec
 	tokenFailures *prometheus.CounterVec
@@ -71,6 +74,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pushd_powerbi_quota_rows_remaining",
 			Help: "Rows the dataset's limiter allows now without waiting (tokens in its bucket).",
 		}, []string{"dataset"}),
+		quotaShare: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushd_powerbi_quota_share_ratio",
+			Help: "The share of the dataset's quotas this process keeps to (1 when it is the only writer; set by limits.share or by a Kafka source's partitions).",
+		}, []string{"dataset"}),
+		quotaUsed: &quotaUseCollector{desc: prometheus.NewDesc("pushd_powerbi_quota_used_ratio",
+			"Used/allowed of this process's share of the dataset's quotas over the last window: requests and rows (in flight included), in_flight (its peak over the last request window).",
+			[]string{"dataset", "quota"}, nil)},
 		rowsAccepted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushd_powerbi_rows_accepted_total",
 			Help: "Rows Power BI accepted.",
@@ -86,7 +96,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.retries, m.throttled, m.retryAfter, m.limiterWait, m.latency,
-			m.batchRows, m.inFlight, m.quotaRequests, m.quotaRows, m.rowsAccepted, m.tokenRenewals, m.tokenFailures)
+			m.batchRows, m.inFlight, m.quotaRequests, m.quotaRows, m.quotaShare, m.quotaUsed, m.rowsAccepted, m.tokenRenewals, m.tokenFailures)
 	}
 	return m
 }
@@ -158,5 +168,53 @@ func (m *Metrics) tokenRenewed(method string) {
 func (m *Metrics) tokenFailed(method string) {
 	if m != nil {
 		m.tokenFailures.WithLabelValues(method).Inc()
+	}
+}
+
+func (m *Metrics) share(dataset string, s float64) {
+	if m != nil {
+		m.quotaShare.WithLabelValues(dataset).Set(s)
+	}
+}
+
+// watch makes the used ratios of use's datasets part of every scrape.
+func (m *Metrics) watch(use func() []QuotaUse) {
+	if m == nil {
+		return
+	}
+	m.quotaUsed.mu.Lock()
+	defer m.quotaUsed.mu.Unlock()
+	m.quotaUsed.sources = append(m.quotaUsed.sources, use)
+}
+
+// quotaUseCollector computes pushd_powerbi_quota_used_ratio when scraped,
+// so that the ratio falls as the window empties, with no request to update
+// it.
+type quotaUseCollector struct {
+	desc    *prometheus.Desc
+	mu      sync.Mutex
+	sources []func() []QuotaUse
+}
+
+func (c *quotaUseCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *quotaUseCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	sources := append([]func() []QuotaUse(nil), c.sources...)
+	c.mu.Unlock()
+	seen := make(map[string]bool)
+	for _, use := range sources {
+		for _, u := range use() {
+			if seen[u.Dataset] {
+				continue // two clients on one registry: the first one's
+			}
+			seen[u.Dataset] = true
+			for _, q := range [...]struct {
+				name  string
+				ratio float64
+			}{{"requests", u.Requests}, {"rows", u.Rows}, {"in_flight", u.InFlight}} {
+				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, q.ratio, u.Dataset, q.name)
+			}
+		}
 	}
 }
