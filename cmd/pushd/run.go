@@ -41,7 +41,15 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if *logFormat != "" {
 		cfg.Log.Format = *logFormat
 	}
-	logger, err := newLogger(cfg.Log, stderr)
+	// On a terminal, a stdin run shows a live status line instead of
+	// progress log lines; the logs then pass above it.
+	var status *termStatus
+	logOut := stderr
+	if readsStdin(cfg) && isTerminal(stderr) && cfg.Log.ProgressInterval > 0 {
+		status = &termStatus{w: stderr}
+		logOut = status
+	}
+	logger, err := newLogger(cfg.Log, logOut)
 	if err != nil {
 		fmt.Fprintf(stderr, "pushd: %v\n", err)
 		return exitUsage
@@ -53,7 +61,14 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	res, err := daemon.Run(ctx, daemon.Options{Config: cfg, Stdin: stdin, Logger: logger})
+	opts := daemon.Options{Config: cfg, Stdin: stdin, Logger: logger}
+	if status != nil {
+		opts.StatusLine = status
+	}
+	res, err := daemon.Run(ctx, opts)
+	if status != nil {
+		status.Done()
+	}
 	printSummary(stdout, res)
 	if err != nil {
 		fmt.Fprintf(stderr, "pushd: %v\n", err)
@@ -160,4 +175,14 @@ func runValidate(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d pipelines)\n", *path, len(cfg.Pipelines))
 	return exitOK
+}
+
+// readsStdin tells whether a pipeline of cfg reads standard input.
+func readsStdin(cfg *config.Config) bool {
+	for _, p := range cfg.Pipelines {
+		if p.Source.Type == "stdin" {
+			return true
+		}
+	}
+	return false
 }

@@ -70,6 +70,9 @@ type Log struct {
 	Format string `yaml:"format"`
 	// Level is debug, info (default), warn or error.
 	Level string `yaml:"level"`
+	// ProgressInterval is how often `pushd run` logs a progress line per
+	// pipeline (default 10s; 0 turns it off).
+	ProgressInterval time.Duration `yaml:"progress_interval"`
 }
 
 // Pipeline moves the events of one source into one Power BI table.
@@ -159,7 +162,7 @@ func DefaultConfig() Config {
 	return Config{
 		PowerBI:         pushapi.DefaultConfig(),
 		Metrics:         Metrics{Enabled: true, Listen: "127.0.0.1:9464", Path: "/metrics"},
-		Log:             Log{Format: "text", Level: "info"},
+		Log:             Log{Format: "text", Level: "info", ProgressInterval: 10 * time.Second},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }

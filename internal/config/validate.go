@@ -58,6 +58,9 @@ func validate(c *Config) []Problem {
 	default:
 		add("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
+	if c.Log.ProgressInterval < 0 {
+		add("log.progress_interval", "must not be negative (0 turns progress lines off), got %s", c.Log.ProgressInterval)
+	}
 	if c.ShutdownTimeout <= 0 {
 		add("shutdown_timeout", "must be a positive duration, got %s", c.ShutdownTimeout)
 	}

@@ -41,6 +41,9 @@ type Options struct {
 	// Registry receives the metrics (nil: a new registry with the Go and
 	// process collectors).
 	Registry *prometheus.Registry
+	// StatusLine, when not nil, shows a live one-line status instead of
+	// the progress log lines (pushd run on a terminal, reading stdin).
+	StatusLine StatusLine
 	// Ready, when not nil, receives the daemon once every pipeline is built
 	// (tests use it to find the emulator, the HTTP source and the ops
 	// address).
@@ -84,6 +87,8 @@ type Daemon struct {
 	ops       *opsServer
 	pipelines []*running
 	recent    *recentDeadLetters // latest dead letters, for the status page
+	// statusLine shows the live status on a terminal (Options.StatusLine).
+	statusLine StatusLine
 	// built is set once pipelines is complete; the status page, served
 	// from before, reads pipelines only after.
 	built atomic.Bool
@@ -151,7 +156,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	d := &Daemon{cfg: cfg, log: log, reg: reg, recent: newRecentDeadLetters()}
+	d := &Daemon{cfg: cfg, log: log, reg: reg, recent: newRecentDeadLetters(), statusLine: opts.StatusLine}
 
 	pbCfg := cfg.PowerBI
 	var httpClient *http.Client
@@ -177,6 +182,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 	if err != nil {
 		return d, fmt.Errorf("powerbi.auth: %w", err)
 	}
+	tokens = &announcedTokens{TokenProvider: tokens, method: pbCfg.Auth.ResolvedMethod(), log: log}
 	d.tokens = tokens
 	client, err := pushapi.NewClient(pbCfg, tokens, httpClient, pushapi.ClientOptions{Logger: log.With("component", "powerbi"), Metrics: pm})
 	if err != nil {
@@ -330,6 +336,17 @@ func startEmbedded(cfg *config.Config, log *slog.Logger) (*emulator.Server, push
 // run starts every pipeline and waits for all of them.
 func (d *Daemon) run(ctx context.Context) (Result, error) {
 	results := make([]PipelineResult, len(d.pipelines))
+	// Progress goes on through the drain, so it has its own context.
+	progressCtx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		d.reportProgress(progressCtx, d.cfg.Log.ProgressInterval, d.statusLine)
+	}()
+	defer func() {
+		stopProgress()
+		<-progressDone
+	}()
 	var wg sync.WaitGroup
 	for i, r := range d.pipelines {
 		wg.Go(func() {

@@ -38,4 +38,5 @@ func (i datasetInfo) set(ctx context.Context, client *pushapi.Client, t pushapi.
 		}
 	}
 	i.gauge.WithLabelValues(t.DatasetID, name, t.WorkspaceID).Set(1)
+	log.Info("dataset resolved", "dataset", t.DatasetID, "name", name, "table", t.Table)
 }
