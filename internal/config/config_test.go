@@ -42,7 +42,7 @@ func TestLoadFullConfig(t *testing.T) {
 		{"metrics listen", cfg.Metrics.Listen, "127.0.0.1:9999"},
 		{"metrics path default", cfg.Metrics.Path, "/metrics"},
 		{"metrics enabled default", cfg.Metrics.Enabled, true},
-		{"log", cfg.Log, Log{Format: "json", Level: "debug"}},
+		{"log", cfg.Log, Log{Format: "json", Level: "debug", ProgressInterval: 30 * time.Second}},
 		{"shutdown timeout", cfg.ShutdownTimeout, time.Minute},
 		{"brokers with quoted default", kafka.Brokers, []string{"localhost:9092", "localhost:9093"}},
 		{"literal $ kept", kafka.SASL.Username, "$ConnectionString"},
