@@ -190,6 +190,7 @@ func emulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(&b, "  CA certificate:  %s\n", o.caOut)
 	}
 	fmt.Fprintf(&b, "  stats:           %s/emulator/v1/stats\n", s.URL())
+	fmt.Fprintf(&b, "  live page:       %s/\n", s.URL())
 	if kafka != nil {
 		fmt.Fprintf(&b, "  Kafka stand-in:  %s (topics %s; in memory, for trying only)\n", kafka.Addr(), o.kafkaTopics)
 	}

@@ -170,6 +170,18 @@ func TestEmulateDefaults(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(base, "http://") {
 		t.Fatalf("stats %d at %s", resp.StatusCode, base)
 	}
+	// The live page it prints is served at /.
+	if !strings.Contains(stdout.String(), "live page:       "+base+"/\n") {
+		t.Fatalf("no live page line in:\n%s", stdout.String())
+	}
+	page, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page.Body.Close()
+	if page.StatusCode != http.StatusOK || !strings.HasPrefix(page.Header.Get("Content-Type"), "text/html") || page.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("GET /: %d %s, CSP %q", page.StatusCode, page.Header.Get("Content-Type"), page.Header.Get("Content-Security-Policy"))
+	}
 	cancel()
 	if code := <-done; code != exitOK {
 		t.Fatalf("exit %d", code)

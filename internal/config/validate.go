@@ -48,6 +48,8 @@ func validate(c *Config) []Problem {
 			add("metrics.path", "must start with /, got %q", c.Metrics.Path)
 		case c.Metrics.Path == "/healthz" || c.Metrics.Path == "/readyz":
 			add("metrics.path", "%s is the health endpoint; choose another path", c.Metrics.Path)
+		case c.Metrics.Path == "/" || c.Metrics.Path == "/status.json" || strings.HasPrefix(c.Metrics.Path, "/ui/"):
+			add("metrics.path", "%s belongs to the status page (/, /status.json, /ui/); choose another path", c.Metrics.Path)
 		}
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {

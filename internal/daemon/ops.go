@@ -62,7 +62,7 @@ func startOps(cfg config.Metrics, reg *prometheus.Registry, d *Daemon, log *slog
 			log.Error("metrics endpoint stopped", "err", err)
 		}
 	}()
-	log.Info("metrics and health endpoint listening", "addr", ln.Addr().String(), "path", cfg.Path)
+	log.Info("metrics and health endpoint listening", "addr", ln.Addr().String(), "path", cfg.Path, "status_page", "http://"+ln.Addr().String()+"/")
 	return o, nil
 }
 

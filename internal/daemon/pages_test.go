@@ -241,6 +241,7 @@ func TestPagesInChromium(t *testing.T) {
 		var violated string
 		mustEval(t, ctx, p, `new Promise((done) => {
 			document.addEventListener("securitypolicyviolation", (e) => done(e.effectiveDirective), { once: true });
+			setTimeout(() => done("no violation within 5s"), 5000);
 			fetch("http://127.0.0.1:1/elsewhere").catch(() => {});
 		})`, &violated)
 		if violated != "connect-src" {
@@ -248,6 +249,7 @@ func TestPagesInChromium(t *testing.T) {
 		}
 		mustEval(t, ctx, p, `new Promise((done) => {
 			document.addEventListener("securitypolicyviolation", (e) => done(e.effectiveDirective), { once: true });
+			setTimeout(() => done(window.inlineRan ? "none: the inline script ran" : "no violation within 5s"), 5000);
 			const s = document.createElement("script"); s.textContent = "window.inlineRan = true"; document.body.append(s);
 		})`, &violated)
 		if violated != "script-src-elem" {

@@ -176,7 +176,8 @@
       tile("Dead letters", U.fmtInt(p.dead_letters_total), "dead_letters", p.dead_letters_total ? "bad" : ""));
     const out = h.map((x) => x.out);
     const shown = Math.max(CHART, out.length); // a fixed window, zeros before the page opened
-    U.barChart(sec.querySelector("svg"), Array(shown - out.length).fill(0).concat(out), { span: U.fmtSeconds(shown) + " ago" });
+    // Drawn once the section is in the page, where the chart has its width.
+    sec.drawChart = () => U.barChart(sec.querySelector("svg"), Array(shown - out.length).fill(0).concat(out), { span: U.fmtSeconds(shown) + " ago" });
     const peak = Math.max(0, ...out);
     sec.querySelector("figcaption").textContent = `Rows out per second since this page opened (last ${U.fmtSeconds(shown)}): ` +
       `now ${U.fmtNum(r.out)}, peak ${U.fmtNum(peak)}; events in now ${U.fmtNum(r.in)} per second.`;
@@ -192,7 +193,11 @@
     if (st.metrics_path) $("metrics-link").setAttribute("href", st.metrics_path);
     const box = $("pipelines");
     if (!st.pipelines.length) box.replaceChildren(el("p", { class: "card empty", text: "Starting: no pipeline yet." }));
-    else box.replaceChildren(...st.pipelines.map((p) => pipelineSection(p, st.metrics, now)));
+    else {
+      const sections = st.pipelines.map((p) => pipelineSection(p, st.metrics, now));
+      box.replaceChildren(...sections);
+      for (const sec of sections) sec.drawChart();
+    }
     const n = (st.metrics || []).reduce((a, f) => a + f.series.length, 0);
     $("other-summary").textContent = `${n} series that name no pipeline`;
     $("other").replaceChildren(metricsTable(st.metrics, "Other metrics"));
