@@ -222,14 +222,14 @@ func (c *Client) PostRows(ctx context.Context, t Target, rows []json.RawMessage)
 	lim := c.limiter(t.DatasetID)
 	c.metrics.batch(t.DatasetID, t.Table, len(rows))
 	cl := &call{
-		op:      opPostRows,
-		method:  http.MethodPost,
-		url:     c.tableURL(t.WorkspaceID, t.DatasetID, t.Table) + "/rows",
-		body:    encodeRows(rows),
-		dataset: t.DatasetID,
-		table:   t.Table,
-		limiter: lim,
-		rows:    len(rows),
+		op:       opPostRows,
+		method:   http.MethodPost,
+		url:      c.tableURL(t.WorkspaceID, t.DatasetID, t.Table) + "/rows",
+		rowsBody: rows,
+		dataset:  t.DatasetID,
+		table:    t.Table,
+		limiter:  lim,
+		rows:     len(rows),
 	}
 	if err := c.do(ctx, cl); err != nil {
 		return fmt.Errorf("posting %d rows to table %q of dataset %s: %w", len(rows), t.Table, t.DatasetID, err)
@@ -238,22 +238,63 @@ func (c *Client) PostRows(ctx context.Context, t Target, rows []json.RawMessage)
 	return nil
 }
 
-// encodeRows builds {"rows":[r1,r2,...]} from encoded rows without decoding
-// them.
-func encodeRows(rows []json.RawMessage) []byte {
+// rowsReader streams {"rows":[r1,r2,...]} from encoded rows without
+// decoding them, and without a copy of the body: a 15 MB batch costs no
+// second 15 MB (the rows are kept anyway, for a retry or a split). Each
+// attempt reads a new one.
+type rowsReader struct {
+	rows  []json.RawMessage
+	next  int    // the next row to queue
+	comma bool   // the comma before rows[next] is queued
+	done  bool   // the closing "]}" is queued
+	part  []byte // what is left of the piece being read
+}
+
+func newRowsReader(rows []json.RawMessage) *rowsReader {
+	return &rowsReader{rows: rows, part: []byte(`{"rows":[`)}
+}
+
+// rowsBodyLen is the length of the body a rowsReader makes of rows.
+func rowsBodyLen(rows []json.RawMessage) int64 {
 	n := len(`{"rows":[]}`) + max(len(rows)-1, 0) // commas
 	for _, r := range rows {
 		n += len(r)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, `{"rows":[`...)
-	for i, r := range rows {
-		if i > 0 {
-			b = append(b, ',')
+	return int64(n)
+}
+
+func (r *rowsReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		if len(r.part) == 0 && !r.advance() {
+			break
 		}
-		b = append(b, r...)
+		c := copy(p[n:], r.part)
+		n += c
+		r.part = r.part[c:]
 	}
-	return append(b, "]}"...)
+	if n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// advance queues the next piece of the body (a comma, a row, the closing);
+// false after the last.
+func (r *rowsReader) advance() bool {
+	switch {
+	case r.next > 0 && r.next < len(r.rows) && !r.comma:
+		r.part, r.comma = []byte{','}, true
+	case r.next < len(r.rows):
+		r.part = r.rows[r.next]
+		r.next++
+		r.comma = false
+	case !r.done:
+		r.part, r.done = []byte("]}"), true
+	default:
+		return false
+	}
+	return true
 }
 
 func (c *Client) datasetsURL(workspaceID string) string {
@@ -275,6 +316,7 @@ func (c *Client) tableURL(workspaceID, datasetID, table string) string {
 type call struct {
 	op, method, url string
 	body            []byte
+	rowsBody        []json.RawMessage // PostRows: streamed by a rowsReader, not copied
 	dataset, table  string
 	limiter         *datasetLimiter // PostRows only
 	rows            int
@@ -384,9 +426,15 @@ func (c *Client) attempt(ctx context.Context, cl *call) outcome {
 	if err != nil {
 		return outcome{err: &permanentError{fmt.Errorf("building %s request: %w", cl.op, err)}}
 	}
+	if cl.rowsBody != nil {
+		rows := cl.rowsBody
+		req.Body = io.NopCloser(newRowsReader(rows))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(newRowsReader(rows)), nil }
+		req.ContentLength = rowsBodyLen(rows)
+	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
-	if cl.body != nil {
+	if cl.body != nil || cl.rowsBody != nil {
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	}
 	sent := c.clock.Now()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -406,23 +407,36 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 }
 
-func TestEncodeRows(t *testing.T) {
+// pieceReader reads r at most size bytes at a time.
+type pieceReader struct {
+	r    io.Reader
+	size int
+}
+
+func (p *pieceReader) Read(b []byte) (int, error) { return p.r.Read(b[:min(len(b), p.size)]) }
+
+func TestRowsReader(t *testing.T) {
 	tests := []struct {
 		name string
 		rows []json.RawMessage
 		want string
 	}{
 		{"one", []json.RawMessage{json.RawMessage(`{"a":1}`)}, `{"rows":[{"a":1}]}`},
+		{"none", nil, `{"rows":[]}`},
 		{"three", []json.RawMessage{json.RawMessage(`{}`), json.RawMessage(`{"s":"]"}`), json.RawMessage(`{"b":true}`)}, `{"rows":[{},{"s":"]"},{"b":true}]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := encodeRows(tt.rows)
-			if string(got) != tt.want {
-				t.Errorf("encodeRows = %s, want %s", got, tt.want)
+			// Read in every piece size, so that pieces end inside rows,
+			// commas and the framing.
+			for size := 1; size <= len(tt.want)+1; size++ {
+				got, err := io.ReadAll(&pieceReader{r: newRowsReader(tt.rows), size: size})
+				if err != nil || string(got) != tt.want {
+					t.Errorf("pieces of %d: body %s (%v), want %s", size, got, err, tt.want)
+				}
 			}
-			if cap(got) != len(got) {
-				t.Errorf("cap %d != len %d: size estimate off", cap(got), len(got))
+			if n := rowsBodyLen(tt.rows); n != int64(len(tt.want)) {
+				t.Errorf("rowsBodyLen = %d, want %d", n, len(tt.want))
 			}
 		})
 	}

@@ -124,13 +124,23 @@ type HTTPConfig struct {
 	// MaxBodyBytes is the largest request body accepted (default 16 MiB);
 	// a larger one gets 413.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxBufferedBytes bounds the request bodies held at once, across
+	// requests, from their first byte read until their last event is
+	// acknowledged (default 16 MiB; at least MaxBodyBytes). A request that
+	// does not fit gets 429 before its body is read when it declares its
+	// length, else as soon as it passes the bound.
+	MaxBufferedBytes int64 `yaml:"max_buffered_bytes"`
 	// MaxEventsPerRequest caps the events in one request (0: no cap beyond
-	// MaxBodyBytes); more gets 413.
+	// MaxBodyBytes and the pipeline's max_unacked_events); more gets 413,
+	// as soon as the body is read that far.
 	MaxEventsPerRequest int `yaml:"max_events_per_request"`
 	// ResponseTimeout is how long a request waits for its events to be
 	// accepted or dead-lettered before it is answered 503 with Retry-After
 	// (default 60s).
 	ResponseTimeout time.Duration `yaml:"response_timeout"`
+	// BodyReadTimeout bounds reading one request's body (default 30s): a
+	// caller slower than that gets 408, and cannot hold shutdown longer.
+	BodyReadTimeout time.Duration `yaml:"body_read_timeout"`
 }
 
 // DefaultConfig returns the defaults of every source kind. Type has no
@@ -149,10 +159,12 @@ func DefaultConfig() Config {
 			RebalanceTimeout: 30 * time.Second,
 		},
 		HTTP: HTTPConfig{
-			Listen:          "127.0.0.1:8080",
-			Path:            "/v1/events",
-			MaxBodyBytes:    16 << 20,
-			ResponseTimeout: 60 * time.Second,
+			Listen:           "127.0.0.1:8080",
+			Path:             "/v1/events",
+			MaxBodyBytes:     16 << 20,
+			MaxBufferedBytes: 16 << 20,
+			ResponseTimeout:  60 * time.Second,
+			BodyReadTimeout:  30 * time.Second,
 		},
 	}
 }
@@ -337,11 +349,17 @@ func (c HTTPConfig) Validate() error {
 	if c.MaxBodyBytes < 1 {
 		add("max_body_bytes", "must be at least 1, got %d", c.MaxBodyBytes)
 	}
+	if c.MaxBufferedBytes < c.MaxBodyBytes {
+		add("max_buffered_bytes", "must be at least max_body_bytes (%d), got %d: a body that large could never be taken", c.MaxBodyBytes, c.MaxBufferedBytes)
+	}
 	if c.MaxEventsPerRequest < 0 {
 		add("max_events_per_request", "must be 0 (no cap) or more, got %d", c.MaxEventsPerRequest)
 	}
 	if c.ResponseTimeout <= 0 {
 		add("response_timeout", "must be a positive duration, got %s", c.ResponseTimeout)
+	}
+	if c.BodyReadTimeout <= 0 {
+		add("body_read_timeout", "must be a positive duration, got %s", c.BodyReadTimeout)
 	}
 	return errors.Join(errs...)
 }

@@ -1,14 +1,12 @@
 package source
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"mime"
@@ -59,6 +57,7 @@ type HTTP struct {
 
 	events   chan queuedEvent
 	unacked  atomic.Int64 // events admitted and not yet acknowledged
+	budget   *byteBudget  // bytes of the bodies held (max_buffered_bytes)
 	requests atomic.Uint64
 
 	// mu orders admission against Close: no event is queued after closing.
@@ -136,6 +135,7 @@ func NewHTTP(cfg HTTPConfig, opts HTTPOptions) (*HTTP, error) {
 		maxUnacked: int64(opts.MaxUnacked),
 		retryAfter: strconv.Itoa(max(1, int(math.Ceil(opts.RetryAfter.Seconds())))),
 		events:     make(chan queuedEvent, opts.MaxUnacked),
+		budget:     &byteBudget{limit: cfg.MaxBufferedBytes},
 		closing:    make(chan struct{}),
 		abort:      make(chan struct{}),
 		served:     make(chan struct{}),
@@ -231,14 +231,57 @@ type ingestRequest struct {
 	deadLettered atomic.Int64
 	acked        []atomic.Bool
 	done         chan struct{}
+	// body is the request's share of the buffered-bytes budget, released
+	// when its last event is acknowledged (the events point into it).
+	body *bodyReservation
 }
 
 // ServeHTTP handles one ingest request; see HTTP for the protocol.
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	format, ok := h.checkRequest(w, r)
+	if !ok {
+		return
+	}
+	// Decide what can be decided before reading a body the pipeline cannot
+	// take: no room in flight at all, or no room for one more body.
+	if h.unacked.Load() >= h.maxUnacked {
+		h.replySaturated(w)
+		return
+	}
+	res, ok := h.reserveBody(w, r)
+	if !ok {
+		return
+	}
+	events, ok := h.readEvents(w, r, format, res)
+	if !ok {
+		res.release()
+		return
+	}
+	n := len(events)
+	req := &ingestRequest{acked: make([]atomic.Bool, n), done: make(chan struct{}), body: res}
+	req.remaining.Store(int64(n))
+	prefix := "http:" + r.RemoteAddr + "#" + strconv.FormatUint(h.requests.Add(1), 10) + "/"
+	switch h.admit(req, prefix, events) {
+	case admitClosed:
+		res.release()
+		h.replyUnavailable(w, "pushd is shutting down")
+		return
+	case admitFull:
+		res.release()
+		h.replySaturated(w)
+		return
+	}
+	h.answer(w, r, req, n)
+}
+
+// checkRequest answers what is wrong with the request before its body:
+// method, token, shutdown, content type. It returns the body's format and
+// true when the request may go on.
+func (h *HTTP) checkRequest(w http.ResponseWriter, r *http.Request) (bodyKind, bool) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.replyError(w, http.StatusMethodNotAllowed, "method %s not allowed: POST events", r.Method)
-		return
+		return 0, false
 	}
 	if h.tokenHash != nil && !h.authorized(r) {
 		challenge := `Bearer realm="pushd"`
@@ -247,60 +290,93 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("WWW-Authenticate", challenge)
 		h.replyError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-		return
+		return 0, false
 	}
 	if h.isClosed() {
 		h.replyUnavailable(w, "pushd is shutting down")
-		return
+		return 0, false
 	}
 	format, err := bodyFormat(r.Header.Get("Content-Type"))
 	if err != nil {
 		h.replyError(w, http.StatusUnsupportedMediaType, "%v", err)
-		return
+		return 0, false
 	}
-	body, err := h.readBody(w, r)
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			h.replyError(w, http.StatusRequestEntityTooLarge, "body larger than max_body_bytes (%d)", h.cfg.MaxBodyBytes)
-			return
+	return format, true
+}
+
+// reserveBody takes room for the request's body in the buffered-bytes
+// budget: all of it at once when the caller says its length, else as it is
+// read (bodyReservation.reader). It answers 413 for a declared length over
+// max_body_bytes and 429 when the budget has no room, before reading.
+func (h *HTTP) reserveBody(w http.ResponseWriter, r *http.Request) (*bodyReservation, bool) {
+	res := &bodyReservation{budget: h.budget}
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		h.replyTooLarge(w)
+		return nil, false
+	}
+	if r.ContentLength > 0 {
+		if !h.budget.take(r.ContentLength) {
+			h.replyBusy(w)
+			return nil, false
 		}
+		res.taken.Store(r.ContentLength)
+		res.declared = true
+	}
+	return res, true
+}
+
+// readEvents reads and frames the body within body_read_timeout, counting
+// events as they come; on a problem it answers and returns false.
+func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format bodyKind, res *bodyReservation) ([]bodyEvent, bool) {
+	rc := http.NewResponseController(w)
+	// A deadline on the connection, so a caller trickling its body cannot
+	// hold a handler (and shutdown) past body_read_timeout. Errors mean the
+	// connection cannot take deadlines (tests' recorders); nothing to bound.
+	_ = rc.SetReadDeadline(time.Now().Add(h.cfg.BodyReadTimeout))
+	maxEvents, name := int(h.maxUnacked), "max_unacked_events"
+	if limit := h.cfg.MaxEventsPerRequest; limit > 0 && limit < maxEvents {
+		maxEvents, name = limit, "max_events_per_request"
+	}
+	body := res.reader(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	events, err := frameBody(body, format, bodyBounds{
+		maxEvents:   maxEvents,
+		eventsLimit: name,
+		room:        func(n int) bool { return h.unacked.Load()+int64(n) <= h.maxUnacked },
+	})
+	// Clear the deadline: past it, the server's background read of the
+	// connection would fail and cancel the request's context while the
+	// handler waits for the events' outcome.
+	_ = rc.SetReadDeadline(time.Time{})
+	if err == nil {
+		return events, true
+	}
+	var (
+		tooLarge  *http.MaxBytesError
+		tooMany   *errTooManyEvents
+		malformed *errBodyFormat
+		netErr    net.Error
+	)
+	switch {
+	case errors.As(err, &tooLarge):
+		h.replyTooLarge(w)
+	case errors.As(err, &tooMany):
+		h.replyError(w, http.StatusRequestEntityTooLarge, "%v", tooMany)
+	case errors.Is(err, errNoRoom):
+		h.replySaturated(w)
+	case errors.Is(err, errNoBudget):
+		h.replyBusy(w)
+	case errors.As(err, &malformed):
+		h.replyError(w, http.StatusBadRequest, "%v", malformed)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		h.replyError(w, http.StatusRequestTimeout, "body not read within body_read_timeout (%s)", h.cfg.BodyReadTimeout)
+	default:
 		h.replyError(w, http.StatusBadRequest, "reading body: %v", err)
-		return
 	}
-	var datas [][]byte
-	if format == formatJSON {
-		datas, err = splitJSONBody(body)
-	} else {
-		datas, err = splitNDJSON(body)
-	}
-	if err != nil {
-		h.replyError(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	n := len(datas)
-	if limit := h.cfg.MaxEventsPerRequest; limit > 0 && n > limit {
-		h.replyError(w, http.StatusRequestEntityTooLarge, "%d events, more than max_events_per_request (%d)", n, limit)
-		return
-	}
-	if int64(n) > h.maxUnacked {
-		h.replyError(w, http.StatusRequestEntityTooLarge, "%d events, more than pushd holds in flight (%d): split the request", n, h.maxUnacked)
-		return
-	}
+	return nil, false
+}
 
-	req := &ingestRequest{acked: make([]atomic.Bool, n), done: make(chan struct{})}
-	req.remaining.Store(int64(n))
-	prefix := "http:" + r.RemoteAddr + "#" + strconv.FormatUint(h.requests.Add(1), 10) + "/"
-	switch h.admit(req, prefix, datas) {
-	case admitClosed:
-		h.replyUnavailable(w, "pushd is shutting down")
-		return
-	case admitFull:
-		w.Header().Set("Retry-After", h.retryAfter)
-		h.replyError(w, http.StatusTooManyRequests, "pushd is saturated (%d events in flight): retry later", h.unacked.Load())
-		return
-	}
-
+// answer waits for the outcome of an admitted request's events and says it.
+func (h *HTTP) answer(w http.ResponseWriter, r *http.Request, req *ingestRequest, n int) {
 	timer := time.NewTimer(h.cfg.ResponseTimeout)
 	defer timer.Stop()
 	select {
@@ -342,8 +418,8 @@ const (
 
 // admit reserves room for the request's events and queues them, or reports
 // why it cannot.
-func (h *HTTP) admit(req *ingestRequest, prefix string, datas [][]byte) admission {
-	n := int64(len(datas))
+func (h *HTTP) admit(req *ingestRequest, prefix string, events []bodyEvent) admission {
+	n := int64(len(events))
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -357,8 +433,11 @@ func (h *HTTP) admit(req *ingestRequest, prefix string, datas [][]byte) admissio
 	if m := h.metrics; m != nil {
 		m.unacked.Add(float64(n))
 	}
-	for i, data := range datas {
-		ev := Event{Data: data, Position: prefix + strconv.Itoa(i)}
+	for i, be := range events {
+		ev := Event{Data: be.data, Position: prefix + strconv.Itoa(i)}
+		if be.err != nil {
+			ev.Err = fmt.Errorf("%s: %w", ev.Position, be.err)
+		}
 		// The channel holds maxUnacked events and at most that many are
 		// admitted, so this never blocks.
 		h.events <- queuedEvent{ev: ev, ack: h.ackFunc(req, i)}
@@ -387,6 +466,7 @@ func (h *HTTP) ackFunc(req *ingestRequest, i int) Ack {
 			m.events.WithLabelValues(result).Inc()
 		}
 		if req.remaining.Add(-1) == 0 {
+			req.body.release()
 			close(req.done)
 		}
 	}
@@ -410,23 +490,6 @@ func (h *HTTP) authorized(r *http.Request) bool {
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
 	return subtle.ConstantTimeCompare(sum[:], h.tokenHash) == 1
-}
-
-// readBody reads the whole body, up to MaxBodyBytes.
-func (h *HTTP) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	limit := h.cfg.MaxBodyBytes
-	if r.ContentLength > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
-	}
-	body := http.MaxBytesReader(w, r.Body, limit)
-	if r.ContentLength > 0 {
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(body, buf); err != nil {
-			return nil, err
-		}
-		return buf, nil
-	}
-	return io.ReadAll(body)
 }
 
 type bodyKind int
@@ -454,148 +517,6 @@ func bodyFormat(contentType string) (bodyKind, error) {
 	return 0, fmt.Errorf("content type %s not supported: send application/json (an object or an array of objects) or application/x-ndjson", mediaType)
 }
 
-// splitNDJSON returns the events of an NDJSON body: one JSON object or array
-// per non-blank line. The slices share body's memory.
-func splitNDJSON(body []byte) ([][]byte, error) {
-	var out [][]byte
-	for line := 1; len(body) > 0; line++ {
-		var text []byte
-		text, body, _ = bytes.Cut(body, []byte{'\n'})
-		text = bytes.TrimSpace(text)
-		if len(text) == 0 {
-			continue
-		}
-		if text[0] != '{' && text[0] != '[' {
-			return nil, fmt.Errorf("line %d: not a JSON object or array", line)
-		}
-		if !json.Valid(text) {
-			return nil, fmt.Errorf("line %d: invalid JSON: %v", line, jsonError(text))
-		}
-		out = append(out, text)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("empty body: no events")
-	}
-	return out, nil
-}
-
-// splitJSONBody returns the events of an application/json body: the body
-// itself when it is an object, each element when it is an array of objects.
-// The slices share body's memory.
-func splitJSONBody(body []byte) ([][]byte, error) {
-	body = bytes.TrimSpace(body)
-	if len(body) == 0 {
-		return nil, errors.New("empty body: no events")
-	}
-	switch body[0] {
-	case '{':
-		if !json.Valid(body) {
-			return nil, fmt.Errorf("invalid JSON: %v", jsonError(body))
-		}
-		return [][]byte{body}, nil
-	case '[':
-	default:
-		return nil, errors.New("JSON body must be an object or an array of objects")
-	}
-	if !json.Valid(body) {
-		err := jsonError(body)
-		var syntax *json.SyntaxError
-		if errors.As(err, &syntax) {
-			// Name the element the error is in.
-			return nil, fmt.Errorf("element %d: invalid JSON: %v", elementAt(body, int(syntax.Offset)-1), err)
-		}
-		return nil, fmt.Errorf("invalid JSON: %v", err)
-	}
-	elems := splitArray(body)
-	if len(elems) == 0 {
-		return nil, errors.New("empty array: no events")
-	}
-	for i, e := range elems {
-		if e[0] != '{' {
-			return nil, fmt.Errorf("element %d: not a JSON object", i)
-		}
-	}
-	return elems, nil
-}
-
-// splitArray returns the top-level elements of a valid JSON array, trimmed,
-// as slices of array.
-func splitArray(array []byte) [][]byte {
-	var out [][]byte
-	start := 0
-	scanArray(array, func(i int, c byte) bool {
-		switch c {
-		case '[':
-			start = i + 1
-		case ',', ']':
-			if e := bytes.TrimSpace(array[start:i]); len(e) > 0 || c == ',' {
-				out = append(out, e)
-			}
-			start = i + 1
-		}
-		return true
-	})
-	return out
-}
-
-// elementAt returns the index of the top-level array element that holds
-// byte offset of array (counting the commas before it), for error messages.
-func elementAt(array []byte, offset int) int {
-	index := 0
-	scanArray(array, func(i int, c byte) bool {
-		if i >= offset {
-			return false
-		}
-		if c == ',' {
-			index++
-		}
-		return true
-	})
-	return index
-}
-
-// scanArray calls visit with the position of every '[' opening the
-// top-level array, every ',' between its elements and its closing ']',
-// skipping strings and nested values, until visit returns false.
-func scanArray(array []byte, visit func(i int, c byte) bool) {
-	depth := 0
-	inString, escaped := false, false
-	for i, c := range array {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inString = true
-		case '[', '{':
-			depth++
-			if depth == 1 && !visit(i, c) {
-				return
-			}
-		case ']', '}':
-			if depth == 1 && !visit(i, c) {
-				return
-			}
-			depth--
-			if depth == 0 {
-				return
-			}
-		case ',':
-			if depth == 1 && !visit(i, c) {
-				return
-			}
-		}
-	}
-}
-
 // jsonError returns the decoder's error for invalid JSON data.
 func jsonError(data []byte) error {
 	var v json.RawMessage
@@ -603,6 +524,20 @@ func jsonError(data []byte) error {
 		return err
 	}
 	return errors.New("invalid JSON")
+}
+
+func (h *HTTP) replySaturated(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", h.retryAfter)
+	h.replyError(w, http.StatusTooManyRequests, "pushd is saturated (%d events in flight): retry later", h.unacked.Load())
+}
+
+func (h *HTTP) replyBusy(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", h.retryAfter)
+	h.replyError(w, http.StatusTooManyRequests, "pushd holds max_buffered_bytes (%d) of request bodies: retry later", h.cfg.MaxBufferedBytes)
+}
+
+func (h *HTTP) replyTooLarge(w http.ResponseWriter) {
+	h.replyError(w, http.StatusRequestEntityTooLarge, "body larger than max_body_bytes (%d)", h.cfg.MaxBodyBytes)
 }
 
 func (h *HTTP) replyUnavailable(w http.ResponseWriter, msg string) {

@@ -560,7 +560,7 @@ func TestNewHTTPErrors(t *testing.T) {
 	}
 }
 
-func BenchmarkHTTPSplitJSONArray(b *testing.B) {
+func BenchmarkHTTPFrameJSONArray(b *testing.B) {
 	var body bytes.Buffer
 	body.WriteByte('[')
 	for i := range 1000 {
@@ -573,7 +573,7 @@ func BenchmarkHTTPSplitJSONArray(b *testing.B) {
 	b.SetBytes(int64(body.Len()))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := splitJSONBody(body.Bytes()); err != nil {
+		if _, err := frameBody(bytes.NewReader(body.Bytes()), formatJSON, bodyBounds{maxEvents: 10000}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -323,6 +323,13 @@ func (k *Kafka) event(msg kafka.Message) (Event, Ack, error) {
 		k.unackedGauge.Inc()
 	}
 	ev := Event{Data: msg.Value, Meta: meta} // Where() formats the position from meta
+	// A record is a stream of its own for the rule every source follows:
+	// a leading BOM is stripped; invalid UTF-8 and an empty array go to
+	// the dead letter (checkEvent).
+	ev.Data = stripBOM(ev.Data)
+	if bad := checkEvent(ev.Data); bad != nil {
+		ev.Err = fmt.Errorf("%s: %w", ev.Where(), bad)
+	}
 	// The ack keeps only the token (which knows the partition and offset)
 	// and meta, not the whole record.
 	ack := func(err error) {

@@ -9,17 +9,12 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"unicode/utf8"
 )
 
 // ErrLineTooLong is the Event.Err (wrapped) of a stdin line longer than the
 // limit. The event's Data holds the line's first max bytes; the rest of the
 // line is skipped and reading goes on with the next line.
 var ErrLineTooLong = errors.New("line too long")
-
-// ErrInvalidUTF8 is the Event.Err (wrapped) of a stdin line that is not
-// valid UTF-8, which JSON requires.
-var ErrInvalidUTF8 = errors.New("line is not valid UTF-8")
 
 // ErrUndelivered is wrapped by Stdin.Close when some events read were not
 // delivered: acked with an error, or never acked. Standard input cannot be
@@ -41,18 +36,15 @@ const (
 	stdinReadAhead = 2
 )
 
-// utf8BOM is skipped at the start of the input (editors and PowerShell on
-// Windows write one).
-var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
-
 // Stdin reads newline-delimited JSON, one event per non-blank line, from an
 // io.Reader (standard input in pushd run). Position is "stdin:<line>", with
 // lines counted from 1, blank ones included. A line ending in CRLF loses the
 // CR; a last line without a newline is an event too.
 //
-// A line over the limit, or one that is not valid UTF-8, does not stop the
-// stream: it comes out as an event whose Err wraps ErrLineTooLong or
-// ErrInvalidUTF8, for the pipeline to dead-letter and ack.
+// A line over the limit, one that is not valid UTF-8 or one that is an
+// empty array does not stop the stream: it comes out as an event whose Err
+// wraps ErrLineTooLong, ErrInvalidUTF8 or ErrEmptyArray, for the pipeline to
+// dead-letter and ack (the rule every source follows: see checkEvent).
 //
 // Lines are read by a goroutine that Stdin starts on the first Read, because
 // a blocked read of standard input cannot be interrupted; Read itself waits
@@ -222,7 +214,7 @@ func (s *Stdin) run() {
 		lineNo++
 		if first {
 			first = false
-			data = bytes.TrimPrefix(data, utf8BOM)
+			data = stripBOM(data)
 		}
 		if n := len(data); n > 0 && data[n-1] == '\r' {
 			data = data[:n-1]
@@ -231,10 +223,12 @@ func (s *Stdin) run() {
 		case isBlank(data):
 		case len(data) > s.maxLine:
 			emit(data[:s.maxLine:s.maxLine], s.tooLong(lineNo))
-		case !utf8.Valid(data):
-			emit(data[:len(data):len(data)], fmt.Errorf("%s line %d: %w", s.name, lineNo, ErrInvalidUTF8))
 		default:
-			emit(data[:len(data):len(data)], nil)
+			var err error
+			if bad := checkEvent(data); bad != nil {
+				err = fmt.Errorf("%s line %d: %w", s.name, lineNo, bad)
+			}
+			emit(data[:len(data):len(data)], err)
 		}
 	}
 	for {

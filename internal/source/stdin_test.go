@@ -61,6 +61,8 @@ func TestStdinLines(t *testing.T) {
 		{"invalid UTF-8", "{\"a\":\"\xff\"}\n{}\n", 20, []stdinEvent{
 			{"{\"a\":\"\xff\"}", "stdin:1", ErrInvalidUTF8}, {`{}`, "stdin:2", nil}}},
 		{"byte order mark", "\xEF\xBB\xBF{\"a\":1}\n", 20, []stdinEvent{{`{"a":1}`, "stdin:1", nil}}},
+		{"empty array", "[]\n[ ]\n[{}]\n", 20, []stdinEvent{
+			{`[]`, "stdin:1", ErrEmptyArray}, {`[ ]`, "stdin:2", ErrEmptyArray}, {`[{}]`, "stdin:3", nil}}},
 	}
 	readers := []struct {
 		name  string
