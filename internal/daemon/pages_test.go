@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -114,19 +113,26 @@ func screenshotDir(t *testing.T) string {
 	return dir
 }
 
-// registerProbe registers c unless a collector of that name is registered
-// already (another part of pushd now provides it); it reports whether the
-// test's own collector is in force.
+// registerProbe registers c unless the name is taken already (another part
+// of pushd now provides that metric); it reports whether the test's own
+// collector is in force.
 func registerProbe(reg *prometheus.Registry, c prometheus.Collector) bool {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		return false
-	}
+	return reg.Register(c) == nil
+}
+
+// gathers reports whether reg has series of the named metric.
+func gathers(t *testing.T, reg prometheus.Gatherer, name string) bool {
+	t.Helper()
+	families, err := reg.Gather()
 	if err != nil {
-		panic(err)
+		t.Fatal(err)
 	}
-	return true
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // TestPagesInChromium runs pushd with the embedded emulator and an HTTP
@@ -229,8 +235,11 @@ func TestPagesInChromium(t *testing.T) {
 	wait(t, ctx, statusPage, "a metric the page does not know", `document.querySelector('[data-pipeline="telemetry"] .all').textContent.includes("pushd_pages_test_probe")`)
 	if ownShare {
 		wait(t, ctx, statusPage, "the quota share", `document.querySelector('[data-stat="share"]').textContent === "50%"`)
-	} else {
-		wait(t, ctx, statusPage, "the quota share", `document.querySelector('[data-stat="share"]').textContent !== "none"`)
+	} else { // pushapi's own: one process alone takes the whole quota
+		wait(t, ctx, statusPage, "the quota share", `document.querySelector('[data-stat="share"]').textContent === "100% (alone)"`)
+	}
+	if gathers(t, d.reg, "pushd_powerbi_quota_used_ratio") {
+		wait(t, ctx, statusPage, "the quota use gauge", `Number(document.querySelector('[data-pipeline="telemetry"] [data-gauge="used-requests"]')?.dataset.value) > 0`)
 	}
 	if ownReduce {
 		wait(t, ctx, statusPage, "the reduction", `document.querySelector('[data-stat="reduction"]').textContent === "window"`)
