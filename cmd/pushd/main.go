@@ -30,6 +30,7 @@ var commands = map[string]command{
 	// Operations: set up, check and derive configs (README, "Setting up datasets" and after).
 	"provision": {summary: "create the datasets and columns a config describes (--dry-run shows them)", run: runProvision},
 	"doctor":    {summary: "check config, token, workspace, datasets, tables and sources; print a fix for each failure", run: runDoctor},
+	"replay":    {summary: "send the events of a dead-letter file again through a pipeline (after a fix)", run: runReplay},
 	"init":      {summary: "write a commented starter config, with a schema inferred from sample events", run: runInit},
 	"schema":    {summary: "schema infer: a schema section from sample events; schema preview: the rows events become", run: runSchema},
 }

@@ -41,6 +41,9 @@ type Options struct {
 	// Registry receives the metrics (nil: a new registry with the Go and
 	// process collectors).
 	Registry *prometheus.Registry
+	// Sources, by pipeline name, replace the sources the config describes
+	// (pushd replay reads a dead-letter file instead).
+	Sources map[string]source.Source
 	// StatusLine, when not nil, shows a live one-line status instead of
 	// the progress log lines (pushd run on a terminal, reading stdin).
 	StatusLine StatusLine
@@ -49,6 +52,9 @@ type Options struct {
 	// address).
 	Ready func(*Daemon)
 }
+
+// injectedSource marks a pipeline whose source came in Options.Sources.
+const injectedSource = "injected"
 
 // Result reports a run.
 type Result struct {
@@ -237,7 +243,13 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 		}
 		r.dl = dl
 
-		switch pc.Source.Type {
+		sourceType := pc.Source.Type
+		if opts.Sources[pc.Name] != nil {
+			sourceType = injectedSource
+		}
+		switch sourceType {
+		case injectedSource:
+			r.src = opts.Sources[pc.Name]
 		case source.TypeStdin:
 			r.src = source.NewStdin(opts.Stdin, pc.Source.Stdin.MaxLineBytes, "stdin")
 		case source.TypeKafka:
