@@ -150,7 +150,7 @@ func (r *running) owns(labels map[string]string) bool {
 	if v, ok := labels["dataset"]; ok && r.target.DatasetID != "" && strings.EqualFold(v, r.target.DatasetID) {
 		return true
 	}
-	if v, ok := labels["group"]; ok && r.kafka != nil {
+	if v, ok := labels["group"]; ok && r.cfg.Source.Type == source.TypeKafka {
 		return v == r.cfg.Source.Kafka.GroupID
 	}
 	return false

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/pushapi"
+	"github.com/pushd/pushd/internal/source"
 )
 
 // TestStatusGivesEachPipelineItsSeries: series labelled with a pipeline's
@@ -30,6 +31,9 @@ func TestStatusGivesEachPipelineItsSeries(t *testing.T) {
 	gauge("pushd_reduce_active", "pipeline", "mode").WithLabelValues("b", "latest").Set(1)
 	gauge("pushd_pipeline_freshness_seconds", "pipeline").WithLabelValues("a").Set(3)
 	gauge("pushd_http_ingest_unacked_events").WithLabelValues().Set(7)
+	lag := gauge("pushd_kafka_lag_messages", "group", "topic", "partition")
+	lag.WithLabelValues("g1", "events", "0").Set(5)
+	lag.WithLabelValues("g2", "events", "0").Set(9)
 	gauge("go_something").WithLabelValues().Set(1)
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "pushd_powerbi_batch_rows", Buckets: []float64{10}}, []string{"dataset", "table"})
 	reg.MustRegister(h)
@@ -39,7 +43,8 @@ func TestStatusGivesEachPipelineItsSeries(t *testing.T) {
 	d := &Daemon{cfg: &config.Config{Metrics: config.Metrics{Path: "/m"}}, reg: reg, recent: newRecentDeadLetters(),
 		pipelines: []*running{
 			{cfg: config.Pipeline{Name: "a"}, target: pushapi.Target{DatasetID: "ds-a", Table: "T"}},
-			{cfg: config.Pipeline{Name: "b"}, target: pushapi.Target{DatasetID: "ds-b", Table: "T"}},
+			{cfg: config.Pipeline{Name: "b", Source: source.Config{Type: source.TypeKafka, Kafka: source.KafkaConfig{GroupID: "g1"}}},
+				target: pushapi.Target{DatasetID: "ds-b", Table: "T"}},
 		}}
 	if st := d.status(); len(st.Pipelines) != 0 {
 		t.Fatalf("before the pipelines are built the page shows %d", len(st.Pipelines))
@@ -69,8 +74,8 @@ func TestStatusGivesEachPipelineItsSeries(t *testing.T) {
 	}
 	for _, tc := range []struct{ what, got, want string }{
 		{"pipeline a", names(st.Pipelines[0].Metrics), "pushd_pipeline_freshness_seconds=3/0 pushd_powerbi_quota_share_ratio=0.5/0"},
-		{"pipeline b", names(st.Pipelines[1].Metrics), "pushd_powerbi_batch_rows=10/2 pushd_reduce_active=1/0"},
-		{"other", names(st.Metrics), "pushd_http_ingest_unacked_events=7/0 pushd_powerbi_quota_share_ratio_other=1/0"},
+		{"pipeline b", names(st.Pipelines[1].Metrics), "pushd_kafka_lag_messages=5/0 pushd_powerbi_batch_rows=10/2 pushd_reduce_active=1/0"},
+		{"other", names(st.Metrics), "pushd_http_ingest_unacked_events=7/0 pushd_kafka_lag_messages=9/0 pushd_powerbi_quota_share_ratio_other=1/0"},
 		{"metrics path", st.MetricsPath, "/m"},
 		{"dead letters of a", fmt.Sprint(len(st.Pipelines[0].DeadLetters), st.Pipelines[0].DeadLettersTotal), "0 0"},
 		{"dead letters of b", fmt.Sprint(len(st.Pipelines[1].DeadLetters), st.Pipelines[1].DeadLettersTotal), "1 1"},
