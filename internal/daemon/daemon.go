@@ -93,6 +93,7 @@ type Daemon struct {
 	ops       *opsServer
 	pipelines []*running
 	recent    *recentDeadLetters // latest dead letters, for the status page
+	rates     *rateHistory       // events in and rows out per second, for the status page
 	// statusLine shows the live status on a terminal (Options.StatusLine).
 	statusLine StatusLine
 	// built is set once pipelines is complete; the status page, served
@@ -162,7 +163,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	d := &Daemon{cfg: cfg, log: log, reg: reg, recent: newRecentDeadLetters(), statusLine: opts.StatusLine}
+	d := &Daemon{cfg: cfg, log: log, reg: reg, recent: newRecentDeadLetters(), rates: newRateHistory(), statusLine: opts.StatusLine}
 
 	pbCfg := cfg.PowerBI
 	var httpClient *http.Client

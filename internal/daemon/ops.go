@@ -22,6 +22,9 @@ type opsServer struct {
 	srv  *http.Server
 	ln   net.Listener
 	done chan struct{}
+	// stopSampling ends the status page's rate sampler; sampled is closed
+	// when it has.
+	stopSampling, sampled chan struct{}
 }
 
 // readinessCheck is one named condition of /readyz.
@@ -56,6 +59,11 @@ func startOps(cfg config.Metrics, reg *prometheus.Registry, d *Daemon, log *slog
 		ln:   ln,
 		done: make(chan struct{}),
 	}
+	o.stopSampling, o.sampled = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(o.sampled)
+		d.sampleRates(o.stopSampling)
+	}()
 	go func() {
 		defer close(o.done)
 		if err := o.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -73,6 +81,8 @@ func (o *opsServer) close() {
 	defer cancel()
 	_ = o.srv.Shutdown(ctx)
 	<-o.done
+	close(o.stopSampling)
+	<-o.sampled
 }
 
 // readiness answers /readyz: a token can be obtained, every target dataset

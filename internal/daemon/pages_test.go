@@ -231,6 +231,7 @@ func TestPagesInChromium(t *testing.T) {
 	wait(t, ctx, statusPage, "the dead letter", `document.querySelector('[data-dead-letters="telemetry"] li')?.textContent.includes("DeviceId")`)
 	wait(t, ctx, statusPage, "rows accepted", fmt.Sprintf(`document.querySelector('[data-pipeline="telemetry"] [data-stat="rows_accepted"]')?.textContent === %q`,
 		fmtInt(emu.RowCount(id, "Telemetry"))))
+	wait(t, ctx, statusPage, "a rows-out rate", `Number(document.querySelector('[data-pipeline="telemetry"] figcaption').dataset.peak) > 0`)
 	wait(t, ctx, statusPage, "the 429s received", `Number(document.querySelector('[data-stat="throttled"]').textContent) >= 1`)
 	wait(t, ctx, statusPage, "a metric the page does not know", `document.querySelector('[data-pipeline="telemetry"] .all').textContent.includes("pushd_pages_test_probe")`)
 	if ownShare {

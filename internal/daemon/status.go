@@ -42,8 +42,11 @@ type PipelineStatus struct {
 	Counts      PipelineCounts   `json:"counts"`
 	DeadLetters []DeadLetterNote `json:"dead_letters"`
 	// DeadLettersTotal counts every dead letter of the run.
-	DeadLettersTotal int64          `json:"dead_letters_total"`
-	Metrics          []MetricFamily `json:"metrics"`
+	DeadLettersTotal int64 `json:"dead_letters_total"`
+	// Rates are the events read and rows accepted per second, once a
+	// second over the last rateSeconds, oldest first.
+	Rates   []Rate         `json:"rates"`
+	Metrics []MetricFamily `json:"metrics"`
 }
 
 // SourceStatus says where a source is: the lines (events) read from stdin;
@@ -198,6 +201,7 @@ func (d *Daemon) pipelineStatus(r *running) PipelineStatus {
 		ps.Source.Read = in.Stats().Read
 	}
 	ps.DeadLetters, ps.DeadLettersTotal = d.recent.list(r.cfg.Name)
+	ps.Rates = d.rates.list(r.cfg.Name)
 	return ps
 }
 
@@ -272,4 +276,81 @@ func (r *recentDeadLetters) list(pipeline string) ([]DeadLetterNote, int64) {
 	l := slices.Clone(r.by[pipeline])
 	slices.Reverse(l)
 	return l, r.total[pipeline]
+}
+
+// Rate is one second of a pipeline's flow.
+type Rate struct {
+	At       time.Time `json:"at"`
+	EventsIn float64   `json:"events_in"`
+	RowsOut  float64   `json:"rows_out"`
+}
+
+// rateSeconds is how much rate history the status page gets.
+const rateSeconds = 300
+
+// rateHistory turns samples of each pipeline's counters into rates per
+// second, keeping the last rateSeconds of them.
+type rateHistory struct {
+	mu    sync.Mutex
+	last  map[string]rateSample
+	rates map[string][]Rate // oldest first
+}
+
+type rateSample struct {
+	at           time.Time
+	events, rows int64
+}
+
+func newRateHistory() *rateHistory {
+	return &rateHistory{last: map[string]rateSample{}, rates: map[string][]Rate{}}
+}
+
+// sample records the pipeline's counters at time at; from the second
+// sample on it adds the rate since the previous one.
+func (h *rateHistory) sample(pipeline string, at time.Time, events, rows int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	prev, ok := h.last[pipeline]
+	h.last[pipeline] = rateSample{at: at, events: events, rows: rows}
+	dt := at.Sub(prev.at).Seconds()
+	if !ok || dt <= 0 {
+		return
+	}
+	l := h.rates[pipeline]
+	if len(l) >= rateSeconds {
+		l = append(l[:0], l[1:]...)
+	}
+	h.rates[pipeline] = append(l, Rate{At: at, EventsIn: float64(max(events-prev.events, 0)) / dt, RowsOut: float64(max(rows-prev.rows, 0)) / dt})
+}
+
+func (h *rateHistory) list(pipeline string) []Rate {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.rates[pipeline])
+}
+
+// sampleRates samples every pipeline's counters once a second until stop
+// is closed.
+func (d *Daemon) sampleRates(stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			if !d.built.Load() {
+				continue
+			}
+			for _, r := range d.pipelines {
+				if r.p != nil {
+					s := r.p.Stats()
+					d.rates.sample(r.cfg.Name, now, s.EventsRead, s.RowsAccepted)
+				}
+			}
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -107,5 +108,30 @@ func TestRecentDeadLettersAreBounded(t *testing.T) {
 	}
 	if l, total := r.list("none"); len(l) != 0 || total != 0 {
 		t.Fatalf("a pipeline without dead letters: %v %d", l, total)
+	}
+}
+
+// TestRateHistoryTurnsSamplesIntoRates: rates are the counter increase over
+// the time between samples, the first sample gives none, and only the last
+// rateSeconds are kept.
+func TestRateHistoryTurnsSamplesIntoRates(t *testing.T) {
+	h := newRateHistory()
+	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	h.sample("p", at, 100, 50)
+	if l := h.list("p"); len(l) != 0 {
+		t.Fatalf("one sample gave %v", l)
+	}
+	h.sample("p", at.Add(2*time.Second), 300, 50)
+	h.sample("p", at.Add(2*time.Second), 400, 60) // no time passed: no rate
+	h.sample("p", at.Add(3*time.Second), 400, 160)
+	l := h.list("p")
+	if len(l) != 2 || l[0].EventsIn != 100 || l[0].RowsOut != 0 || l[1].EventsIn != 0 || l[1].RowsOut != 100 {
+		t.Fatalf("rates = %+v", l)
+	}
+	for i := range 2 * rateSeconds {
+		h.sample("p", at.Add(time.Duration(4+i)*time.Second), 400, 160+int64(i))
+	}
+	if l := h.list("p"); len(l) != rateSeconds || l[len(l)-1].RowsOut != 1 || !l[len(l)-1].At.Equal(at.Add(time.Duration(3+2*rateSeconds)*time.Second)) {
+		t.Fatalf("kept %d rates, last %+v", len(l), l[len(l)-1])
 	}
 }

@@ -6,10 +6,7 @@
 (function () {
   const U = window.PushdUI, el = U.el;
   const $ = (id) => document.getElementById(id);
-  const HISTORY = 300; // polls (about seconds) of rate history kept per pipeline
-  const CHART = 120;   // the chart's shortest window
-  const prev = {};     // pipeline -> {t, events, rows}
-  const hist = {};     // pipeline -> [{in, out}]
+  const CHART = 120; // seconds: the chart's shortest window
 
   function family(metrics, name) { return (metrics || []).find((f) => f.name === name); }
   function seriesOf(metrics, name, filter) {
@@ -24,18 +21,6 @@
   function tile(label, value, key, cls) {
     return el("div", { class: "tile" + (cls ? " " + cls : "") },
       el("dt", { text: label }), el("dd", { "data-stat": key, text: value }));
-  }
-
-  function rates(p, now) {
-    const c = p.counts, last = prev[p.name];
-    prev[p.name] = { t: now, events: c.events_read, rows: c.rows_accepted };
-    const h = hist[p.name] || (hist[p.name] = []);
-    if (!last || now <= last.t) return h.length ? h[h.length - 1] : { in: 0, out: 0 };
-    const dt = (now - last.t) / 1000;
-    const r = { in: Math.max(0, (c.events_read - last.events) / dt), out: Math.max(0, (c.rows_accepted - last.rows) / dt) };
-    h.push(r);
-    if (h.length > HISTORY) h.shift();
-    return r;
   }
 
   function sourceBlock(p, global) {
@@ -153,7 +138,7 @@
       el("tbody", {}, ...rows));
   }
 
-  function pipelineSection(p, global, now) {
+  function pipelineSection(p, global) {
     const id = "p-" + p.name.replace(/[^A-Za-z0-9_-]/g, "_");
     let sec = document.querySelector(`[data-pipeline="${CSS.escape(p.name)}"]`);
     if (!sec) {
@@ -164,23 +149,24 @@
         el("div", { class: "layout body" }),
         el("details", { class: "all" }, el("summary", { text: "All metrics of this pipeline" }), el("div", { class: "scroll tall" })));
     }
-    const r = rates(p, now), h = hist[p.name] || [];
+    const h = p.rates || [], r = h.length ? h[h.length - 1] : { events_in: 0, rows_out: 0 };
     const fresh = seriesOf(p.metrics, "pushd_pipeline_freshness_seconds");
     const throttled = total(p.metrics, "pushd_powerbi_throttled_total");
     sec.querySelector(".tiles").replaceChildren(
-      tile("Events in / s", U.fmtNum(r.in), "events_per_second"),
-      tile("Rows out / s", U.fmtNum(r.out), "rows_per_second"),
+      tile("Events in / s", U.fmtNum(r.events_in), "events_per_second"),
+      tile("Rows out / s", U.fmtNum(r.rows_out), "rows_per_second"),
       tile("Rows accepted", U.fmtInt(p.counts.rows_accepted), "rows_accepted"),
       tile("Freshness", fresh.length ? U.fmtSeconds(Math.max(...fresh.map((s) => s.value))) : "–", "freshness_tile"),
       tile("429s", U.fmtInt(throttled), "throttled_tile", throttled ? "warn" : ""),
       tile("Dead letters", U.fmtInt(p.dead_letters_total), "dead_letters", p.dead_letters_total ? "bad" : ""));
-    const out = h.map((x) => x.out);
-    const shown = Math.max(CHART, out.length); // a fixed window, zeros before the page opened
+    const out = h.map((x) => x.rows_out);
+    const shown = Math.max(CHART, out.length); // a fixed window, zeros before pushd started
     // Drawn once the section is in the page, where the chart has its width.
     sec.drawChart = () => U.barChart(sec.querySelector("svg"), Array(shown - out.length).fill(0).concat(out), { span: U.fmtSeconds(shown) + " ago" });
     const peak = Math.max(0, ...out);
-    sec.querySelector("figcaption").textContent = `Rows out per second since this page opened (last ${U.fmtSeconds(shown)}): ` +
-      `now ${U.fmtNum(r.out)}, peak ${U.fmtNum(peak)}; events in now ${U.fmtNum(r.in)} per second.`;
+    sec.querySelector("figcaption").dataset.peak = String(peak);
+    sec.querySelector("figcaption").textContent = `Rows out per second over the last ${U.fmtSeconds(shown)}: ` +
+      `now ${U.fmtNum(r.rows_out)}, peak ${U.fmtNum(peak)}; events in now ${U.fmtNum(r.events_in)} per second.`;
     sec.querySelector(".body").replaceChildren(
       el("div", { class: "col" }, sourceBlock(p, global), targetBlock(p), healthBlock(p)),
       el("div", { class: "col" }, quotaBlock(p), deadLetterBlock(p)));
@@ -189,12 +175,11 @@
   }
 
   function draw(st) {
-    const now = Date.parse(st.now) || Date.now();
     if (st.metrics_path) $("metrics-link").setAttribute("href", st.metrics_path);
     const box = $("pipelines");
     if (!st.pipelines.length) box.replaceChildren(el("p", { class: "card empty", text: "Starting: no pipeline yet." }));
     else {
-      const sections = st.pipelines.map((p) => pipelineSection(p, st.metrics, now));
+      const sections = st.pipelines.map((p) => pipelineSection(p, st.metrics));
       box.replaceChildren(...sections);
       for (const sec of sections) sec.drawChart();
     }
