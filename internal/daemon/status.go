@@ -145,13 +145,17 @@ func (d *Daemon) status() Status {
 }
 
 // owns reports whether a series with these labels is about r: its
-// pipeline, its dataset or its Kafka consumer group.
+// pipeline, its dataset, one of its further targets or its Kafka consumer
+// group.
 func (r *running) owns(labels map[string]string) bool {
 	if v, ok := labels["pipeline"]; ok {
 		return v == r.cfg.Name
 	}
 	if v, ok := labels["dataset"]; ok && r.target.DatasetID != "" && strings.EqualFold(v, r.target.DatasetID) {
 		return true
+	}
+	if v, ok := labels["target"]; ok && strings.HasPrefix(v, r.cfg.Name+"/") {
+		return true // a further target of the pipeline (eventstream: "pipeline/target")
 	}
 	if v, ok := labels["group"]; ok && r.cfg.Source.Type == source.TypeKafka {
 		return v == r.cfg.Source.Kafka.GroupID

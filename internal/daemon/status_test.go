@@ -32,6 +32,9 @@ func TestStatusGivesEachPipelineItsSeries(t *testing.T) {
 	gauge("pushd_reduce_active", "pipeline", "mode").WithLabelValues("b", "latest").Set(1)
 	gauge("pushd_pipeline_freshness_seconds", "pipeline").WithLabelValues("a").Set(3)
 	gauge("pushd_http_ingest_unacked_events").WithLabelValues().Set(7)
+	es := gauge("pushd_eventstream_messages_total", "target", "result")
+	es.WithLabelValues("a/fabric", "ok").Set(12)
+	es.WithLabelValues("ab/fabric", "ok").Set(13)
 	lag := gauge("pushd_kafka_lag_messages", "group", "topic", "partition")
 	lag.WithLabelValues("g1", "events", "0").Set(5)
 	lag.WithLabelValues("g2", "events", "0").Set(9)
@@ -74,9 +77,9 @@ func TestStatusGivesEachPipelineItsSeries(t *testing.T) {
 		return strings.Join(out, " ")
 	}
 	for _, tc := range []struct{ what, got, want string }{
-		{"pipeline a", names(st.Pipelines[0].Metrics), "pushd_pipeline_freshness_seconds=3/0 pushd_powerbi_quota_share_ratio=0.5/0"},
+		{"pipeline a", names(st.Pipelines[0].Metrics), "pushd_eventstream_messages_total=12/0 pushd_pipeline_freshness_seconds=3/0 pushd_powerbi_quota_share_ratio=0.5/0"},
 		{"pipeline b", names(st.Pipelines[1].Metrics), "pushd_kafka_lag_messages=5/0 pushd_powerbi_batch_rows=10/2 pushd_reduce_active=1/0"},
-		{"other", names(st.Metrics), "pushd_http_ingest_unacked_events=7/0 pushd_kafka_lag_messages=9/0 pushd_powerbi_quota_share_ratio_other=1/0"},
+		{"other", names(st.Metrics), "pushd_eventstream_messages_total=13/0 pushd_http_ingest_unacked_events=7/0 pushd_kafka_lag_messages=9/0 pushd_powerbi_quota_share_ratio_other=1/0"},
 		{"metrics path", st.MetricsPath, "/m"},
 		{"dead letters of a", fmt.Sprint(len(st.Pipelines[0].DeadLetters), st.Pipelines[0].DeadLettersTotal), "0 0"},
 		{"dead letters of b", fmt.Sprint(len(st.Pipelines[1].DeadLetters), st.Pipelines[1].DeadLettersTotal), "1 1"},
