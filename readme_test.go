@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -122,6 +123,11 @@ func TestReadmeCommands(t *testing.T) {
 		cmd := exec.CommandContext(ctx, "bash", "-c", script)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "GOFLAGS=")
+		// The blocks start background jobs: on a timeout end them all, and
+		// do not wait for pipes they may still hold.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = 5 * time.Second
 		out, err := cmd.CombinedOutput()
 		cancel()
 		if err != nil {
