@@ -112,3 +112,11 @@ func (t *Tracker) settle(n int64, err error) {
 		t.done(err)
 	}
 }
+
+// Hold delays the event's ack until a matching Release, as a row in a batch
+// would: package reduce holds the events it folds until the rows made from
+// them are settled. Call it before Seal.
+func (t *Tracker) Hold() { t.add() }
+
+// Release ends one Hold, with the outcome of the rows that carried it.
+func (t *Tracker) Release(err error) { t.settle(1, err) }

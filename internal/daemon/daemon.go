@@ -27,6 +27,7 @@ import (
 	"github.com/pushd/pushd/internal/pipeline"
 	"github.com/pushd/pushd/internal/provision"
 	"github.com/pushd/pushd/internal/pushapi"
+	"github.com/pushd/pushd/internal/reduce"
 	"github.com/pushd/pushd/internal/schema"
 	"github.com/pushd/pushd/internal/secret"
 	"github.com/pushd/pushd/internal/source"
@@ -275,6 +276,13 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 			return d, fmt.Errorf("pipelines[%d] (%s): unknown source type %q", i, pc.Name, pc.Source.Type)
 		}
 
+		var reducer *reduce.Reducer
+		if pc.Reduce.Enabled() {
+			if reducer, err = reduce.New(pc.Reduce, pc.Schema.Columns); err != nil {
+				return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+			}
+		}
+
 		p, err := pipeline.New(pipeline.Options{
 			Name:            pc.Name,
 			Source:          r.src,
@@ -288,6 +296,9 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 			ShutdownTimeout: cfg.ShutdownTimeout,
 			Logger:          log, // pipeline.New adds the pipeline attribute itself
 			Metrics:         plMetrics,
+
+			Reducer:            reducer,
+			QuotaRowsPerSecond: quotaRowsPerSecond(pc),
 		})
 		if err != nil {
 			return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
@@ -296,6 +307,16 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 	}
 	d.built.Store(true)
 	return d, nil
+}
+
+// quotaRowsPerSecond is the rate the pipeline's dataset quota carries: the
+// rows per hour, or the requests per minute times a full batch, whichever
+// is lower.
+func quotaRowsPerSecond(pc config.Pipeline) float64 {
+	l := pc.Limits.WithDefaults()
+	rows := float64(l.RowsPerHour) / l.RowsWindow.Seconds()
+	requests := float64(l.RequestsPerMinute) * float64(pc.Batch.MaxRows) / l.RequestWindow.Seconds()
+	return min(rows, requests)
 }
 
 // startEmbedded starts the in-process emulator over HTTPS (MSAL accepts

@@ -10,7 +10,7 @@
 //	  "position": "stdin:42",                     // where the event came from
 //	  "index":    3,                              // object within an array event; absent for 0
 //	  "reason": {
-//	    "kind":    "mapping" | "rejected" | "source",
+//	    "kind":    "mapping" | "rejected" | "source" | "late" | "reduce",
 //	    "field":   "temperature",                 // mapping: the column
 //	    "rule":    "type",                        // mapping: the rule broken
 //	    "status":  400,                           // rejected: Power BI's HTTP status
@@ -66,6 +66,10 @@ const (
 	// KindSource: the source could not frame the event (a line too long,
 	// not UTF-8).
 	KindSource = "source"
+	// KindLate: the row arrived after its reduce window was emitted.
+	KindLate = "late"
+	// KindReduce: the reduction could not use the row (no event time).
+	KindReduce = "reduce"
 )
 
 // File modes of what Open creates: dead letters hold event data, which may
@@ -80,7 +84,7 @@ var ErrClosed = errors.New("dead letter closed")
 
 // Reason says why an entry could not be delivered.
 type Reason struct {
-	// Kind is KindMapping, KindRejected or KindSource.
+	// Kind is KindMapping, KindRejected, KindSource, KindLate or KindReduce.
 	Kind string `json:"kind"`
 	// Field is the column whose value was refused (mapping).
 	Field string `json:"field,omitempty"`

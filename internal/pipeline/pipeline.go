@@ -24,6 +24,7 @@ import (
 
 	"github.com/pushd/pushd/internal/batcher"
 	"github.com/pushd/pushd/internal/pushapi"
+	"github.com/pushd/pushd/internal/reduce"
 	"github.com/pushd/pushd/internal/schema"
 	"github.com/pushd/pushd/internal/source"
 )
@@ -47,7 +48,9 @@ type Rejection struct {
 	// Index is the object's position in an array event (0 for an object).
 	Index int
 	// Kind is "source" (the source could not frame the event), "mapping"
-	// (the schema refused it) or "rejected" (Power BI refused the row).
+	// (the schema refused it), "rejected" (Power BI refused the row),
+	// "late" (its reduce window was already emitted) or "reduce" (the
+	// reduction could not use the row: no event time).
 	Kind string
 	// Field and Rule name the column and the rule it broke (mapping).
 	Field, Rule string
@@ -81,6 +84,13 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
 	Metrics         *Metrics
+	// Reducer, when set, folds the mapped rows before batching (see
+	// package reduce and reduce.go).
+	Reducer *reduce.Reducer
+	// QuotaRowsPerSecond is what the target dataset's quota carries, for
+	// the rate metrics, the over-quota warning and when: overloaded
+	// (0: unknown).
+	QuotaRowsPerSecond float64
 }
 
 // Summary counts what a run did, for the exit report.
@@ -109,6 +119,11 @@ type Pipeline struct {
 
 	eventsRead, rowsMapped, rowsAccepted, rowsDead, eventsDead atomic.Int64
 	requests, eventsFailed, eventsAcked, splits                atomic.Int64
+
+	stage *reduceStage // nil without a reduction
+	// newestAccepted is the newest Kafka record timestamp (Unix ms) among
+	// the accepted unreduced rows, for the freshness metric.
+	newestAccepted atomic.Int64
 
 	failOnce sync.Once
 	failErr  error
@@ -148,6 +163,9 @@ func New(opts Options) (*Pipeline, error) {
 		failed:     make(chan struct{}),
 	}
 	p.ackHook = p.onAck
+	if opts.Reducer != nil {
+		p.stage = newReduceStage(p, opts.Reducer)
+	}
 	return p, nil
 }
 
@@ -187,12 +205,21 @@ func (p *Pipeline) Run(ctx context.Context) (Summary, error) {
 		}
 	}()
 
+	monCtx, stopMonitor := context.WithCancel(readCtx)
+	var monitorDone sync.WaitGroup
+	monitorDone.Go(func() { (&monitor{p: p, st: p.stage}).run(monCtx, sendCtx, b) })
+
 	readErr := p.readLoop(readCtx, sendCtx, b)
+	stopMonitor()
+	monitorDone.Wait()
 
 	// Drain: flush what is batched, let the senders finish, and cancel them
 	// if the shutdown timeout passes first.
 	drained := make(chan struct{})
 	go func() {
+		if p.stage != nil {
+			p.stage.flush(sendCtx, b) // open windows and intervals go out too
+		}
 		if err := b.Flush(sendCtx); err != nil && !errors.Is(err, batcher.ErrClosed) {
 			p.log.Warn("flushing the last batch failed", "err", err)
 		}
@@ -251,7 +278,11 @@ func (p *Pipeline) readLoop(ctx, sendCtx context.Context, b *batcher.Batcher) er
 		default:
 			// max_unacked_events reached: nothing more can join the
 			// current batch until some event is acked, so send it now
-			// rather than after its linger.
+			// rather than after its linger. A reduction emits its oldest
+			// window first, to free the events it holds.
+			if p.stage != nil {
+				p.stage.flushOldest(sendCtx, b)
+			}
 			if err := b.Flush(ctx); err != nil && ctx.Err() == nil {
 				p.log.Warn("flushing a batch at the unacked bound failed", "err", err)
 			}
@@ -312,6 +343,10 @@ func (p *Pipeline) handle(ctx context.Context, b *batcher.Batcher, ev source.Eve
 		}
 	}
 	p.rowsMapped.Add(int64(len(rows)))
+	if p.stage != nil && p.stage.active.Load() {
+		p.stage.add(ctx, b, ev, tr, rows)
+		return rows
+	}
 	for _, row := range rows {
 		if err := b.Add(ctx, row, tr); err != nil {
 			if errors.Is(err, batcher.ErrRowTooLarge) {
@@ -383,6 +418,7 @@ func (p *Pipeline) deliver(ctx context.Context, b *batcher.Batch) {
 	case err == nil:
 		p.requests.Add(1)
 		p.rowsAccepted.Add(int64(b.Len()))
+		p.observeAccepted(b)
 		b.Done(nil)
 	case pushapi.IsRowError(err) && b.Len() > 1:
 		p.splits.Add(1)
@@ -399,6 +435,25 @@ func (p *Pipeline) deliver(ctx context.Context, b *batcher.Batch) {
 			p.fail(fmt.Errorf("pipeline %s: %w", p.opts.Name, err))
 		}
 		b.Done(err)
+	}
+}
+
+// observeAccepted records the newest Kafka record timestamp of an accepted
+// batch for the freshness metric (reduced rows record their own).
+func (p *Pipeline) observeAccepted(b *batcher.Batch) {
+	if len(b.Trackers) == 0 {
+		return
+	}
+	meta := b.Trackers[len(b.Trackers)-1].Event().Meta
+	if meta == nil || meta.Timestamp.IsZero() {
+		return
+	}
+	ms := meta.Timestamp.UnixMilli()
+	for {
+		cur := p.newestAccepted.Load()
+		if ms <= cur || p.newestAccepted.CompareAndSwap(cur, ms) {
+			return
+		}
 	}
 }
 

@@ -89,3 +89,24 @@ func TestOutputColumns(t *testing.T) {
 		t.Errorf("latest changes the columns: %v", l)
 	}
 }
+
+func TestOverload(t *testing.T) {
+	o := Overload{MaxLag: time.Minute}
+	steps := []struct {
+		name                 string
+		backlog, rate, quota float64
+		want                 bool
+	}{
+		{"idle", 0, 10, 278, false},
+		{"backlog of 50s", 278 * 50, 1000, 278, false},
+		{"backlog of 61s", 278 * 61, 1000, 278, true},
+		{"caught up but input still above the quota", 0, 1000, 278, true},
+		{"backlog under half, input fits", 278 * 20, 200, 278, false},
+		{"unknown quota keeps the decision", 1e9, 1e9, 0, false},
+	}
+	for _, s := range steps {
+		if got := o.Update(s.backlog, s.rate, s.quota); got != s.want {
+			t.Errorf("%s: reduce %v, want %v", s.name, got, s.want)
+		}
+	}
+}
