@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -294,4 +295,103 @@ func TestReduceUnorderedSourceDoesNotStall(t *testing.T) {
 			t.Errorf("event %d acked with %v", i, err)
 		}
 	}
+}
+
+// feedSource yields the events sent on its channel and reports a backlog
+// the test sets.
+type feedSource struct {
+	events  chan string
+	backlog atomic.Int64
+	n       atomic.Int64
+}
+
+func (f *feedSource) Backlog() int64 { return f.backlog.Load() }
+
+func (f *feedSource) Read(ctx context.Context) (source.Event, source.Ack, error) {
+	select {
+	case e := <-f.events:
+		i := f.n.Add(1)
+		return source.Event{Data: []byte(e), Position: fmt.Sprint("feed:", i)}, func(error) {}, nil
+	case <-ctx.Done():
+		return source.Event{}, nil, ctx.Err()
+	}
+}
+
+func (f *feedSource) Close(context.Context) error { return nil }
+
+// TestReduceWhenOverloaded: with the backlog small every event lands
+// unchanged; once the backlog would take longer than max_lag to send at the
+// quota, latest starts and only the newest row per key lands per interval;
+// when the backlog is gone and the input fits the quota, rows flow
+// unreduced again.
+func TestReduceWhenOverloaded(t *testing.T) {
+	c := reduce.DefaultConfig()
+	c.Mode, c.Key, c.When, c.MaxLag, c.Interval = reduce.ModeLatest, []string{"device"}, reduce.WhenOverloaded, 5*time.Second, 100*time.Millisecond
+	r, err := reduce.New(c, reduceCols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &feedSource{events: make(chan string)}
+	snd := &fakeSender{}
+	m, _ := schema.New(schema.Config{Columns: reduceCols})
+	p, err := New(Options{
+		Name: "overload", Source: src, Mapper: m, Sender: snd, DeadLetter: &memDeadLetter{}, Senders: 1,
+		Batch:              batcher.Config{MaxRows: 1000, MaxBytes: 16_000_000, Linger: 10 * time.Millisecond},
+		Reducer:            r,
+		QuotaRowsPerSecond: 100, // a backlog over 500 events is more than max_lag
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := p.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	accepted := func() int {
+		snd.mu.Lock()
+		defer snd.mu.Unlock()
+		return len(snd.accepted)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not after 20s (%d rows accepted)", what, accepted())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	feed := func(n int, devices int) {
+		for i := range n {
+			src.events <- reduceEvent(fmt.Sprint("d", i%devices), time.Duration(i)*time.Millisecond, i)
+		}
+	}
+
+	feed(30, 3)
+	waitFor("30 unreduced rows", func() bool { return accepted() == 30 })
+	if p.stage.active.Load() {
+		t.Fatal("reducing with no backlog")
+	}
+
+	src.backlog.Store(10_000) // 100s at the quota
+	waitFor("the reduction to start", p.stage.active.Load)
+	feed(300, 3)
+	waitFor("the reduced rows", func() bool { return accepted() >= 33 })
+	time.Sleep(300 * time.Millisecond) // further intervals would add rows, if any were held
+	if got := accepted() - 30; got > 9 {
+		t.Errorf("%d rows for 300 events of 3 devices while reducing: want one per device and interval", got)
+	}
+
+	src.backlog.Store(0)
+	waitFor("the reduction to stop", func() bool { return !p.stage.active.Load() })
+	before := accepted()
+	feed(20, 20)
+	waitFor("20 unreduced rows", func() bool { return accepted() == before+20 })
+	cancel()
+	<-done
 }

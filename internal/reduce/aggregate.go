@@ -14,10 +14,13 @@ import (
 //
 // Windows are aligned on the Unix epoch: [k*window, (k+1)*window). With an
 // event-time column the watermark is the newest event time seen minus the
-// allowed lateness; a window is emitted once the watermark reaches its end,
-// and a row whose window ends at or before the horizon (the furthest point
-// the watermark has reached) is late. With arrival time the clock is the
-// watermark and nothing is late.
+// allowed lateness, taken per source partition and the lowest of them (a
+// consumer reads its partitions at uneven speeds, so one may be seconds of
+// event time ahead of another; a partition that sent nothing for
+// idle_timeout does not hold the others back). A window is emitted once the
+// watermark reaches its end, and a row whose window ends at or before the
+// horizon (the furthest point the watermark has reached) is late. With
+// arrival time the clock is the watermark and nothing is late.
 type aggregator struct {
 	window, lateness, idle int64 // milliseconds
 	eventTime              bool
@@ -34,6 +37,17 @@ type aggregator struct {
 	seen        bool  // newest is set
 	lastArrival int64
 	lastNow     int64
+	parts       []*partClock // per source partition
+	lastPart    *partClock
+}
+
+// partClock is the event-time progress of one source partition (one for a
+// source without partitions).
+type partClock struct {
+	topic       string
+	partition   int
+	newest      int64 // newest event time read from it
+	lastArrival int64 // when it last gave a row
 }
 
 type aggSpec struct {
@@ -130,9 +144,12 @@ func (a *aggregator) add(r *Reducer, vals [][]byte, ref Ref, now int64, out []Em
 
 	if a.eventTime {
 		a.lastArrival = now
-		if !a.seen || t > a.newest {
-			a.newest, a.seen = t, true
-			out = a.advance(a.newest-a.lateness, out)
+		a.newest, a.seen = max(a.newest, t), true
+		pc := a.clock(ref)
+		pc.lastArrival = now
+		if t > pc.newest {
+			pc.newest = t
+			out = a.advance(a.watermark(now), out)
 		}
 	}
 	for a.ngroups > a.maxGroups && len(a.windows) > 0 {
@@ -226,6 +243,42 @@ func foldExtreme(c *acc, typ string, v []byte, isMin bool) {
 	}
 }
 
+// clock returns the partition clock of ref's partition.
+func (a *aggregator) clock(ref Ref) *partClock {
+	topic, part := "", -1
+	if ref.Ordered {
+		topic, part = ref.Topic, ref.Partition
+	}
+	if pc := a.lastPart; pc != nil && pc.partition == part && pc.topic == topic {
+		return pc
+	}
+	for _, pc := range a.parts {
+		if pc.partition == part && pc.topic == topic {
+			a.lastPart = pc
+			return pc
+		}
+	}
+	pc := &partClock{topic: topic, partition: part, newest: math.MinInt64}
+	a.parts = append(a.parts, pc)
+	a.lastPart = pc
+	return pc
+}
+
+// watermark is the lowest newest event time of the partitions that gave a
+// row within idle_timeout of now, minus the allowed lateness.
+func (a *aggregator) watermark(now int64) int64 {
+	wm := int64(math.MaxInt64)
+	for _, pc := range a.parts {
+		if now-pc.lastArrival < a.idle {
+			wm = min(wm, pc.newest)
+		}
+	}
+	if wm == math.MaxInt64 {
+		return math.MinInt64
+	}
+	return wm - a.lateness
+}
+
 // advance moves the horizon to wm and emits the windows it closes.
 func (a *aggregator) advance(wm int64, out []Emission) []Emission {
 	if wm <= a.horizon {
@@ -255,7 +308,8 @@ func (a *aggregator) tick(r *Reducer, now int64, out []Emission) []Emission {
 		// Idle: take event time to have moved on with the wall clock.
 		return a.advance(a.newest-a.lateness+(now-a.lastArrival), out)
 	}
-	return out
+	// Partitions gone idle no longer hold the others back.
+	return a.advance(a.watermark(now), out)
 }
 
 func (a *aggregator) flushOldest(_ *Reducer, out []Emission) []Emission {

@@ -439,3 +439,35 @@ func TestSplitEscapes(t *testing.T) {
 		t.Errorf("split %s into %q", rows[0], vals)
 	}
 }
+
+// TestAggregateWatermarkPerPartition: a partition read ahead of another
+// does not make the other's rows late; once the slow one is idle for
+// idle_timeout it no longer holds the windows back.
+func TestAggregateWatermarkPerPartition(t *testing.T) {
+	m := newMapper(t)
+	c := aggConfig()
+	c.IdleTimeout = 5 * time.Second
+	r := newReducer(t, c)
+	add := func(part int, at, now int64) []Emission {
+		t.Helper()
+		ems, err := r.Add(mapRow(t, m, "a", base+at, 1, 1), Ref{Holder: &holder{}, Ordered: true, Topic: "t", Partition: part, Offset: at}, now, nil)
+		if err != nil {
+			t.Fatalf("partition %d at %dms: %v", part, at, err)
+		}
+		return ems
+	}
+	add(0, 1000, 0)
+	add(1, 2000, 0)
+	if ems := add(0, 30_000, 10); len(ems) != 0 {
+		t.Fatalf("partition 0 ahead emitted %d windows while partition 1 is at 2s", len(ems))
+	}
+	add(1, 9000, 20) // not late: partition 1 has not passed 10s
+	if ems := add(1, 12_000, 30); len(ems) != 1 || ems[0].Acks.Events() != 3 {
+		t.Fatalf("partition 1 passing 10s: %+v, want window 0 with its 3 events", ems)
+	}
+	// Partition 1 goes quiet; partition 0 goes on.
+	add(0, 31_000, 3000)
+	if ems := r.Tick(6000, nil); len(ems) != 1 || !strings.Contains(ems[0].Label, "00:00:10.000Z") {
+		t.Fatalf("partition 1 idle: %+v, want window 10s emitted by partition 0's clock", ems)
+	}
+}
