@@ -38,7 +38,7 @@ const (
       window: 10s
       time_column: Ts
       allowed_lateness: %s
-      idle_timeout: 2s
+      idle_timeout: 5s
       group_by: [DeviceId]
       window_start: WindowStart
       aggregates:
@@ -485,7 +485,8 @@ func TestReduceAggregateFresh(t *testing.T) {
 		total += r.Readings
 	}
 	if total != int64(produced) {
-		t.Errorf("rows count %d readings, want the %d produced", total, produced)
+		dl, _ := os.ReadFile(filepath.Join(s.dir, "fresh-dead-letter.ndjson"))
+		t.Errorf("rows count %d readings, want the %d produced; %d dead letters, first: %.600s", total, produced, bytes.Count(dl, []byte("\n")), dl)
 	}
 	if code, _ := p.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("pushd exited %d after SIGTERM", code)
