@@ -1,14 +1,20 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushd/pushd/internal/batcher"
 	"github.com/pushd/pushd/internal/pushapi"
@@ -394,4 +400,70 @@ func TestReduceWhenOverloaded(t *testing.T) {
 	waitFor("20 unreduced rows", func() bool { return accepted() == before+20 })
 	cancel()
 	<-done
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestOverQuotaWarning: without a reduction, an input above what the quota
+// carries is logged as a warning with the numbers and the fix, once a
+// minute; freshness and rate metrics are kept.
+func TestOverQuotaWarning(t *testing.T) {
+	src := &feedSource{events: make(chan string)}
+	var logs syncBuffer
+	reg := prometheus.NewRegistry()
+	m, _ := schema.New(schema.Config{Columns: reduceCols})
+	p, err := New(Options{
+		Name: "busy", Source: src, Mapper: m, Sender: &fakeSender{}, DeadLetter: &memDeadLetter{},
+		Batch:              batcher.Config{MaxRows: 1000, MaxBytes: 16_000_000, Linger: 10 * time.Millisecond},
+		QuotaRowsPerSecond: 10,
+		Logger:             slog.New(slog.NewJSONHandler(&logs, nil)),
+		Metrics:            NewMetrics(reg),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = p.Run(ctx)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; !strings.Contains(logs.String(), "no reduction is configured"); i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no over-quota warning after 20s at about 1,000 rows a second against a quota of 10; logs:\n%s", logs.String())
+		}
+		src.events <- reduceEvent("d", time.Duration(i)*time.Millisecond, i)
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	line := logs.String()
+	for _, want := range []string{`"level":"WARN"`, `"quota_rows_per_second":10`, `"input_rows_per_second"`, `"suggestion":"reduce: {mode: aggregate`} {
+		if !strings.Contains(line, want) {
+			t.Errorf("warning lacks %s:\n%s", want, line)
+		}
+	}
+	if n := strings.Count(line, "no reduction is configured"); n != 1 {
+		t.Errorf("%d warnings, want one a minute", n)
+	}
+	if v := testutil.ToFloat64(p.metrics.quotaRate.WithLabelValues("busy")); v != 10 {
+		t.Errorf("quota gauge %v, want 10", v)
+	}
 }
