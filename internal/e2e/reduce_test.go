@@ -488,6 +488,23 @@ func TestReduceAggregateFresh(t *testing.T) {
 		dl, _ := os.ReadFile(filepath.Join(s.dir, "fresh-dead-letter.ndjson"))
 		t.Errorf("rows count %d readings, want the %d produced; %d dead letters, first: %.600s", total, produced, bytes.Count(dl, []byte("\n")), dl)
 	}
+	// The metrics say the same, and the data is fresh.
+	time.Sleep(1500 * time.Millisecond) // the metrics are updated once a second
+	m := p.metrics(t)
+	fresh, ok := m[`pushd_pipeline_freshness_seconds{pipeline="telemetry"}`]
+	if !ok || fresh > (bound+reduceWindow+30*time.Second).Seconds() {
+		t.Errorf("pushd_pipeline_freshness_seconds = %v (reported %v), want the age of the last window's newest reading", fresh, ok)
+	}
+	if got := m[`pushd_reduce_events_total{pipeline="telemetry"}`]; got != float64(produced) {
+		t.Errorf("pushd_reduce_events_total = %v, want %d", got, produced)
+	}
+	if got, want := m[`pushd_reduce_rows_total{pipeline="telemetry"}`], float64(len(aggregateRows(t, emu, id))); got != want {
+		t.Errorf("pushd_reduce_rows_total = %v, want the %v rows that landed", got, want)
+	}
+	if got := m[`pushd_reduce_active{mode="aggregate",pipeline="telemetry"}`]; got != 1 {
+		t.Errorf("pushd_reduce_active = %v, want 1", got)
+	}
+	t.Logf("freshness at the end: %.1fs", fresh)
 	if code, _ := p.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("pushd exited %d after SIGTERM", code)
 	}
