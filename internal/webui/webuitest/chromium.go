@@ -275,13 +275,6 @@ func (p *Page) Screenshot(ctx context.Context, path string, full bool) error {
 	return os.WriteFile(path, png, 0o644)
 }
 
-// FullHeight returns the document's height, for full-page screenshots.
-func (p *Page) FullHeight(ctx context.Context) (int, error) {
-	var h int
-	err := p.Eval(ctx, "Math.ceil(document.documentElement.scrollHeight)", &h)
-	return h, err
-}
-
 // conn is a DevTools WebSocket connection: calls by id, events by session.
 type conn struct {
 	nc   net.Conn
