@@ -116,7 +116,15 @@ func validate(c *Config) []Problem {
 			add(at+".target.workspace_id", "required with auth method %s: service principals cannot use My workspace", method)
 		}
 		section(at+".schema", reflect.TypeOf(p.Schema), p.Schema.Validate())
-		section(at+".reduce", reflect.TypeOf(p.Reduce), p.Reduce.Validate(p.Schema.Columns))
+		reduceErr := p.Reduce.Validate(p.Schema.Columns)
+		section(at+".reduce", reflect.TypeOf(p.Reduce), reduceErr)
+		// An HTTP caller waits for its events' rows: a reduction holding them
+		// past response_timeout would answer 503 for events that land later.
+		if reduceErr == nil && p.Reduce.Enabled() && p.Source.Type == source.TypeHTTP {
+			if hold := p.Reduce.MaxHold(); hold >= p.Source.HTTP.ResponseTimeout {
+				add(at+".reduce", "holds events for up to %s (window + allowed_lateness + idle_timeout, or interval), not less than source.http.response_timeout (%s): callers would be answered 503 for events that land later; shorten the window or raise response_timeout", hold, p.Source.HTTP.ResponseTimeout)
+			}
+		}
 		section(at+".batch", reflect.TypeOf(p.Batch), validateBatch(p.Batch))
 		section(at+".limits", reflect.TypeOf(p.Limits), p.Limits.Validate())
 		if p.Source.Type == "kafka" && p.Limits.Share != 1 && p.Limits.Share > 0 && p.Limits.Share <= 1 {

@@ -395,3 +395,17 @@ func outputType(fn, in string) string {
 	}
 	return in // first, last
 }
+
+// MaxHold is about the longest the reduction holds an event before its row
+// is emitted: the window plus the allowed lateness and the idle timeout
+// (aggregate on event time), the window (on arrival time), or the interval
+// (latest, sample). Call it on a valid, enabled config.
+func (c Config) MaxHold() time.Duration {
+	switch {
+	case c.Mode != ModeAggregate:
+		return c.interval()
+	case c.TimeColumn == "":
+		return c.Window
+	}
+	return c.Window + c.AllowedLateness + c.idleTimeout()
+}
