@@ -467,3 +467,38 @@ func TestOverQuotaWarning(t *testing.T) {
 		t.Errorf("quota gauge %v, want 10", v)
 	}
 }
+
+// TestReduceLatestAndSampleHoldAcks: rows replaced (latest) or sampled out
+// (sample) are not committed while the rows of their interval are not sent.
+func TestReduceLatestAndSampleHoldAcks(t *testing.T) {
+	for _, mode := range []string{reduce.ModeLatest, reduce.ModeSample} {
+		t.Run(mode, func(t *testing.T) {
+			const n = 500
+			c := reduce.DefaultConfig()
+			c.Mode, c.Key, c.TimeColumn = mode, []string{"device"}, "ts"
+			if mode == reduce.ModeSample {
+				c.TimeColumn, c.OneIn = "", 10
+			}
+			r, err := reduce.New(c, reduceCols)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snd := &windowSender{rows: map[string]map[string]float64{}, failed: true}
+			src := &partitionSource{acked: make([]bool, n), ackErrs: make([]error, n), failed: -1, landed: snd.landed}
+			for i := range n {
+				src.events = append(src.events, reduceEvent(fmt.Sprint("d", i%5), time.Duration(i)*time.Millisecond, i))
+				src.window = append(src.window, "")
+			}
+			p := reducePipeline(t, src, snd, &memDeadLetter{}, r, 10)
+			if _, err := p.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if src.commit != 0 || src.failed != 0 {
+				t.Errorf("committed up to %d (first failed offset %d) although no row was sent: want 0 and 0", src.commit, src.failed)
+			}
+			if r.Stats().Early != 0 {
+				t.Errorf("%d early emissions with 10 unacked events allowed: the held events took slots", r.Stats().Early)
+			}
+		})
+	}
+}
