@@ -214,7 +214,7 @@ func TestPagesInChromium(t *testing.T) {
 
 	// A 429 injected through the page's fault form reaches the timeline.
 	mustEval(t, ctx, emuPage, `(() => { const f = document.getElementById("faults");
-		f.throttle_for.value = "1500ms"; f.throttle_retry_after.value = "1s";
+		f.throttle_for.value = "5s"; f.throttle_retry_after.value = "1s";
 		f.querySelector("button[type=submit]").click(); return true; })()`, nil)
 	wait(t, ctx, emuPage, "the form's answer", `document.getElementById("faults-result").textContent.startsWith("Applied")`)
 	if f := emu.Faults(); f.ThrottleUntil.IsZero() || f.ThrottleRetryAfter != time.Second {
