@@ -1,6 +1,10 @@
 package batcher
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/pushd/pushd/internal/source"
+)
 
 // Body framing of a Power BI "post rows" request: {"rows":[row,row,...]}.
 const (
@@ -41,6 +45,44 @@ func (b *Batch) AppendBody(dst []byte) []byte {
 		dst = append(dst, r...)
 	}
 	return append(dst, bodyClose...)
+}
+
+// Take claims the batch's rows for sending; call it just before the first
+// post of the batch (not for the halves of a split). Rows of events their
+// source has withdrawn (source.Claim) are settled with source.ErrWithdrawn
+// and left out, so a withdrawn event never lands; every other event is
+// marked taken and can no longer be withdrawn. Take returns the batch to
+// send: b itself when nothing was withdrawn (the common case, no copy), a
+// new batch without the withdrawn rows, or nil when every row was.
+//
+// This is the only place where withdrawal meets batching: however batches
+// are formed, a sender calls Take on what it is about to post.
+func (b *Batch) Take() *Batch {
+	first := -1 // the first withdrawn row
+	for i, t := range b.Trackers {
+		if !t.event.Claim.Take() {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return b
+	}
+	kept := &Batch{Rows: append([]json.RawMessage(nil), b.Rows[:first]...), Trackers: append([]*Tracker(nil), b.Trackers[:first]...)}
+	for i := first; i < len(b.Rows); i++ {
+		t := b.Trackers[i]
+		if !t.event.Claim.Take() {
+			t.settle(1, source.ErrWithdrawn)
+			continue
+		}
+		kept.Rows = append(kept.Rows, b.Rows[i])
+		kept.Trackers = append(kept.Trackers, t)
+	}
+	if len(kept.Rows) == 0 {
+		return nil
+	}
+	kept.Bytes = bodyBytes(kept.Rows)
+	return kept
 }
 
 // Done settles every row of the batch: err nil when Power BI accepted them

@@ -267,7 +267,11 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 			if httpMetrics == nil {
 				httpMetrics = source.NewHTTPMetrics(reg)
 			}
-			h, err := source.NewHTTP(pc.Source.HTTP, source.HTTPOptions{Logger: plog.With("component", "http"), Metrics: httpMetrics, MaxUnacked: pc.MaxUnackedEvents})
+			datasetID := target.DatasetID
+			h, err := source.NewHTTP(pc.Source.HTTP, source.HTTPOptions{
+				Logger: plog.With("component", "http"), Metrics: httpMetrics, MaxUnacked: pc.MaxUnackedEvents,
+				RetryAfterHint: func() time.Duration { return client.PausedFor(datasetID) },
+			})
 			if err != nil {
 				return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
 			}
@@ -367,6 +371,10 @@ func startEmbedded(cfg *config.Config, log *slog.Logger) (*emulator.Server, push
 	return emu, pb, nil
 }
 
+// closeFloor is the least time a source's close gets after its pipeline
+// ended, even past shutdown_timeout: enough for a Kafka commit.
+const closeFloor = time.Second
+
 // run starts every pipeline and waits for all of them.
 func (d *Daemon) run(ctx context.Context) (Result, error) {
 	results := make([]PipelineResult, len(d.pipelines))
@@ -381,13 +389,40 @@ func (d *Daemon) run(ctx context.Context) (Result, error) {
 		stopProgress()
 		<-progressDone
 	}()
+	// Shutdown starts when ctx ends: the HTTP sources refuse new requests
+	// at once (503 + Retry-After) rather than queue events no one reads,
+	// and everything after, the sources' close included, fits in
+	// shutdown_timeout from then.
+	var shutdownAt atomic.Pointer[time.Time]
+	stopWatch := context.AfterFunc(ctx, func() {
+		now := time.Now()
+		shutdownAt.Store(&now)
+		for _, r := range d.pipelines {
+			if r.http != nil {
+				r.http.Drain()
+			}
+		}
+	})
+	defer stopWatch()
 	var wg sync.WaitGroup
 	for i, r := range d.pipelines {
 		wg.Go(func() {
 			s, err := r.p.Run(ctx)
 			// Close the source after the pipeline: a Kafka source commits
-			// what was acked; the HTTP source answers what is left.
-			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			// what was acked; the HTTP source answers what is left. The
+			// close gets what is left of the shutdown budget (all of it
+			// when the input ended rather than a signal), and at least
+			// closeFloor so that a Kafka source can still commit what was
+			// delivered when sending took the whole budget.
+			now := time.Now()
+			deadline := now.Add(d.cfg.ShutdownTimeout)
+			if at := shutdownAt.Load(); at != nil {
+				deadline = at.Add(d.cfg.ShutdownTimeout)
+			}
+			if floor := now.Add(closeFloor); deadline.Before(floor) {
+				deadline = floor
+			}
+			closeCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 			if cerr := r.src.Close(closeCtx); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("closing the source of pipeline %s: %w", r.cfg.Name, cerr))
 			}

@@ -101,7 +101,8 @@ type Summary struct {
 	RowsDeadLettered   int64
 	EventsDeadLettered int64 // events or objects refused before they became rows
 	Requests           int64 // successful POST rows requests
-	EventsFailed       int64 // acked with an error: not delivered, will come again
+	EventsFailed       int64 // acked with an error: not delivered
+	EventsWithdrawn    int64 // taken back by their source before they were sent (HTTP)
 	EventsAcked        int64
 	BatchesSplit       int64
 	ShutdownTimedOut   bool
@@ -119,6 +120,7 @@ type Pipeline struct {
 
 	eventsRead, rowsMapped, rowsAccepted, rowsDead, eventsDead atomic.Int64
 	requests, eventsFailed, eventsAcked, splits                atomic.Int64
+	eventsWithdrawn                                            atomic.Int64
 
 	stage *reduceStage // nil without a reduction
 	// newestAccepted is the newest Kafka record timestamp (Unix ms) among
@@ -189,7 +191,12 @@ func (p *Pipeline) Run(ctx context.Context) (Summary, error) {
 	for range p.opts.Senders {
 		senders.Go(func() {
 			for batch := range batches {
-				p.deliver(sendCtx, batch)
+				// Rows of events withdrawn by their source (an HTTP
+				// request past its response timeout) are dropped here,
+				// before the post; the rest can no longer be withdrawn.
+				if batch = batch.Take(); batch != nil {
+					p.deliver(sendCtx, batch)
+				}
 			}
 		})
 	}
@@ -315,7 +322,11 @@ func (p *Pipeline) readLoop(ctx, sendCtx context.Context, b *batcher.Batcher) er
 // onAck runs after every event's ack: it counts the outcome and frees the
 // event's slot. One function for all events, so acks cost no closure each.
 func (p *Pipeline) onAck(err error) {
-	if err != nil && !errors.Is(err, source.ErrDeadLettered) {
+	switch {
+	case errors.Is(err, source.ErrWithdrawn):
+		// The source took it back and told its client: not a failure.
+		p.eventsWithdrawn.Add(1)
+	case err != nil && !errors.Is(err, source.ErrDeadLettered):
 		p.eventsFailed.Add(1)
 	}
 	p.eventsAcked.Add(1)
@@ -520,6 +531,7 @@ func (p *Pipeline) summary() Summary {
 		EventsDeadLettered: p.eventsDead.Load(),
 		Requests:           p.requests.Load(),
 		EventsFailed:       p.eventsFailed.Load(),
+		EventsWithdrawn:    p.eventsWithdrawn.Load(),
 		EventsAcked:        p.eventsAcked.Load(),
 		BatchesSplit:       p.splits.Load(),
 	}

@@ -139,6 +139,17 @@ func (c *Client) SetShare(datasetID string, share float64) {
 	}
 }
 
+// PausedFor returns how long the dataset's requests are still held by the
+// pause a 429 asked for (its Retry-After), 0 when there is none: the HTTP
+// source passes it on to its own callers' Retry-After.
+func (c *Client) PausedFor(datasetID string) time.Duration {
+	d := c.limiter(datasetID)
+	now := c.clock.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return max(0, d.pausedUntil.Sub(now))
+}
+
 func (c *Client) limiter(datasetID string) *datasetLimiter {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -138,6 +138,13 @@ type HTTPConfig struct {
 	// accepted or dead-lettered before it is answered 503 with Retry-After
 	// (default 60s).
 	ResponseTimeout time.Duration `yaml:"response_timeout"`
+	// IdempotencyTTL is how long the outcome of a request that carried an
+	// Idempotency-Key is kept after its last answer (default 1h): a retry
+	// with the key within it never sends an event twice.
+	IdempotencyTTL time.Duration `yaml:"idempotency_ttl"`
+	// IdempotencyMaxKeys bounds the keys kept (default 10000); past it the
+	// oldest whose events are all settled are forgotten first.
+	IdempotencyMaxKeys int `yaml:"idempotency_max_keys"`
 	// BodyReadTimeout bounds reading one request's body (default 30s): a
 	// caller slower than that gets 408, and cannot hold shutdown longer.
 	BodyReadTimeout time.Duration `yaml:"body_read_timeout"`
@@ -159,12 +166,14 @@ func DefaultConfig() Config {
 			RebalanceTimeout: 30 * time.Second,
 		},
 		HTTP: HTTPConfig{
-			Listen:           "127.0.0.1:8080",
-			Path:             "/v1/events",
-			MaxBodyBytes:     16 << 20,
-			MaxBufferedBytes: 16 << 20,
-			ResponseTimeout:  60 * time.Second,
-			BodyReadTimeout:  30 * time.Second,
+			Listen:             "127.0.0.1:8080",
+			Path:               "/v1/events",
+			MaxBodyBytes:       16 << 20,
+			MaxBufferedBytes:   16 << 20,
+			ResponseTimeout:    60 * time.Second,
+			BodyReadTimeout:    30 * time.Second,
+			IdempotencyTTL:     time.Hour,
+			IdempotencyMaxKeys: 10000,
 		},
 	}
 }
@@ -357,6 +366,12 @@ func (c HTTPConfig) Validate() error {
 	}
 	if c.ResponseTimeout <= 0 {
 		add("response_timeout", "must be a positive duration, got %s", c.ResponseTimeout)
+	}
+	if c.IdempotencyTTL <= 0 {
+		add("idempotency_ttl", "must be a positive duration, got %s", c.IdempotencyTTL)
+	}
+	if c.IdempotencyMaxKeys < 1 {
+		add("idempotency_max_keys", "must be at least 1, got %d", c.IdempotencyMaxKeys)
 	}
 	if c.BodyReadTimeout <= 0 {
 		add("body_read_timeout", "must be a positive duration, got %s", c.BodyReadTimeout)

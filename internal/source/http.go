@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"mime"
@@ -25,25 +26,37 @@ import (
 // HTTP is an ingest endpoint for applications next to pushd: they POST
 // NDJSON or a JSON array, and each line or element becomes one event. The
 // answer waits until every event of the request is acknowledged, so the
-// caller keeps its data until it is safe:
+// caller keeps its data until it is safe, and it tells the truth about each
+// event:
 //
 //	200 {"accepted":A,"dead_lettered":D}  every event accepted or dead-lettered
-//	503 + Retry-After                     an event was not delivered, the
-//	                                      response timeout passed, or pushd
-//	                                      is shutting down: send it all again
-//	429 + Retry-After                     too many events in flight (the
-//	                                      pipeline is throttled): try later
-//	400 malformed body (names the line or element), 401 bad or missing
-//	bearer token, 405 not POST, 413 body or event count over the limit,
-//	415 unsupported content type
+//	503 + Retry-After                     not every event landed: the body
+//	                                      lists by index the events that will
+//	                                      not land (failed_events: failed, or
+//	                                      withdrawn at response_timeout before
+//	                                      they were sent) and those still being
+//	                                      sent (pending_events); also at once
+//	                                      while pushd is shutting down
+//	429 + Retry-After                     too many events in flight, or bodies
+//	                                      held (max_buffered_bytes): try later
+//	400 malformed body (names the line or element) or Idempotency-Key,
+//	401 bad or missing bearer token, 405 not POST, 408 body not read within
+//	body_read_timeout, 409 a request with the same Idempotency-Key is being
+//	read, 413 body or event count over a limit (refused while reading), 415
+//	unsupported content type, 422 Idempotency-Key used for another body
 //
 // Bodies: application/json holds one object (one event) or an array of
 // objects (one event each); application/x-ndjson, application/jsonl,
 // text/plain or no content type hold one JSON object (or array of objects)
-// per line, blank lines skipped.
+// per line, blank lines skipped. Bodies are framed as they are read (see
+// frameBody) and follow the rule every source follows (checkEvent).
 //
-// A 503 after some events were delivered makes the retry duplicate them: at
-// least once, as everywhere in pushd.
+// Idempotency-Key: requests with the same key and body share one record of
+// their events' state (ingestEntry), so a retry queues only the events
+// that will not land otherwise and never one twice.
+//
+// Retry-After is Power BI's pause when the target is throttled
+// (HTTPOptions.RetryAfterHint), else HTTPOptions.RetryAfter.
 //
 // Dead-lettered events are counted apart when the pipeline acknowledges them
 // with an error wrapping ErrDeadLettered; an Ack(nil) counts as accepted.
@@ -53,7 +66,8 @@ type HTTP struct {
 	log        *slog.Logger
 	metrics    *HTTPMetrics
 	maxUnacked int64
-	retryAfter string
+	retryWait  time.Duration        // the least Retry-After
+	retryHint  func() time.Duration // what Power BI asked for now, if anything
 
 	events   chan queuedEvent
 	unacked  atomic.Int64 // events admitted and not yet acknowledged
@@ -66,9 +80,12 @@ type HTTP struct {
 	closing chan struct{} // closed when Close starts
 	abort   chan struct{} // closed when Close gives up waiting: answer 503 now
 
+	store *ingestStore // Idempotency-Key entries
+
 	server    *http.Server
 	listener  net.Listener
 	served    chan struct{}
+	drainOnce sync.Once
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -93,9 +110,13 @@ type HTTPOptions struct {
 	// acknowledged (default 10000). A request that would pass it is answered
 	// 429 at once rather than queued; one that alone holds more is 413.
 	MaxUnacked int
-	// RetryAfter is the wait suggested in Retry-After on 429 and 503
+	// RetryAfter is the least wait suggested in Retry-After on 429 and 503
 	// (default 1s; sent in whole seconds, at least 1).
 	RetryAfter time.Duration
+	// RetryAfterHint, when not nil, returns how long the pipeline's
+	// target asked to wait (the rest of a Power BI 429 pause); Retry-After
+	// passes it on when it is longer than RetryAfter.
+	RetryAfterHint func() time.Duration
 	// Listener, when not nil, is served instead of listening on
 	// HTTPConfig.Listen (for tests and socket activation).
 	Listener net.Listener
@@ -133,7 +154,9 @@ func NewHTTP(cfg HTTPConfig, opts HTTPOptions) (*HTTP, error) {
 		log:        log,
 		metrics:    opts.Metrics,
 		maxUnacked: int64(opts.MaxUnacked),
-		retryAfter: strconv.Itoa(max(1, int(math.Ceil(opts.RetryAfter.Seconds())))),
+		retryWait:  opts.RetryAfter,
+		retryHint:  opts.RetryAfterHint,
+		store:      newIngestStore(cfg.IdempotencyTTL, cfg.IdempotencyMaxKeys, time.Now),
 		events:     make(chan queuedEvent, opts.MaxUnacked),
 		budget:     &byteBudget{limit: cfg.MaxBufferedBytes},
 		closing:    make(chan struct{}),
@@ -174,24 +197,32 @@ func NewHTTP(cfg HTTPConfig, opts HTTPOptions) (*HTTP, error) {
 func (h *HTTP) Addr() net.Addr { return h.listener.Addr() }
 
 // Read returns the next event posted by a caller. After Close it returns an
-// error wrapping ErrEndOfInput.
+// error wrapping ErrEndOfInput. Events withdrawn while queued (their
+// request passed its response timeout) are acked and skipped.
 func (h *HTTP) Read(ctx context.Context) (Event, Ack, error) {
-	select {
-	case q := <-h.events:
-		return q.ev, q.ack, nil
-	case <-ctx.Done():
-		return Event{}, nil, ctx.Err()
-	case <-h.closing:
-		return Event{}, nil, fmt.Errorf("http source closed: %w", ErrEndOfInput)
+	for {
+		select {
+		case q := <-h.events:
+			if q.ev.Claim.Withdrawn() {
+				q.ack(ErrWithdrawn)
+				continue
+			}
+			return q.ev, q.ack, nil
+		case <-ctx.Done():
+			return Event{}, nil, ctx.Err()
+		case <-h.closing:
+			return Event{}, nil, fmt.Errorf("http source closed: %w", ErrEndOfInput)
+		}
 	}
 }
 
-// Close stops accepting requests (new ones get 503), acknowledges with an
-// error the events no one has read yet, and waits until ctx ends for the
-// requests in flight to be answered; past it, they are answered 503 and the
-// connections closed. It may be called more than once.
-func (h *HTTP) Close(ctx context.Context) error {
-	h.closeOnce.Do(func() {
+// Drain stops taking requests: new ones are answered 503 with Retry-After
+// at once, and the events queued but not read yet are acked with an error
+// (their requests are answered that they did not land). Requests whose
+// events are in the pipeline wait for them. The daemon calls it as soon as
+// shutdown starts; Close calls it too. It may be called more than once.
+func (h *HTTP) Drain() {
+	h.drainOnce.Do(func() {
 		h.mu.Lock()
 		h.closed = true
 		close(h.closing)
@@ -206,12 +237,21 @@ func (h *HTTP) Close(ctx context.Context) error {
 				drained = true
 			}
 		}
+	})
+}
+
+// Close drains (see Drain) and waits until ctx ends for the requests in
+// flight to be answered; past it, they are answered 503 and the
+// connections closed. It may be called more than once.
+func (h *HTTP) Close(ctx context.Context) error {
+	h.closeOnce.Do(func() {
+		h.Drain()
 		err := h.server.Shutdown(ctx)
 		if err != nil {
 			// Let waiting handlers answer 503, give them a moment to write
-			// it, then cut what is left.
+			// it (within what is left of the budget), then cut what is left.
 			close(h.abort)
-			grace, cancel := context.WithTimeout(context.Background(), time.Second)
+			grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeGrace)
 			if h.server.Shutdown(grace) != nil {
 				_ = h.server.Close()
 			}
@@ -224,16 +264,16 @@ func (h *HTTP) Close(ctx context.Context) error {
 	return h.closeErr
 }
 
-// ingestRequest is the state of one POST whose events are in flight.
-type ingestRequest struct {
-	remaining    atomic.Int64
-	failed       atomic.Int64
-	deadLettered atomic.Int64
-	acked        []atomic.Bool
-	done         chan struct{}
-	// body is the request's share of the buffered-bytes budget, released
-	// when its last event is acknowledged (the events point into it).
-	body *bodyReservation
+// closeGrace is how long Close lets handlers write their 503 once its
+// budget is spent, before it cuts the connections.
+const closeGrace = 100 * time.Millisecond
+
+// attempt is one POST whose events are queued: it holds its share of the
+// buffered-bytes budget until the last of them is acknowledged.
+type attempt struct {
+	remaining atomic.Int64
+	acked     []atomic.Bool
+	body      *bodyReservation
 }
 
 // ServeHTTP handles one ingest request; see HTTP for the protocol.
@@ -242,36 +282,110 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	e, ok := h.entry(w, r)
+	if !ok {
+		return
+	}
+	if e.ready() && len(e.free()) == 0 {
+		// A retry of a request whose events are all delivered or still
+		// in flight: send nothing again, say how they fare (once sure it
+		// is the same body).
+		if h.sameBody(w, r, e) {
+			h.answer(w, r, e)
+		}
+		return
+	}
+	if !h.enqueue(w, r, e, format) {
+		if e.key != "" && !e.ready() {
+			h.store.forget(e)
+		}
+		return
+	}
+	h.answer(w, r, e)
+}
+
+// entry returns what pushd knows of the request's events: the stored entry
+// of its Idempotency-Key, or a new one. It answers (and returns false) a
+// malformed key, or a key whose first request is still being read.
+func (h *HTTP) entry(w http.ResponseWriter, r *http.Request) (*ingestEntry, bool) {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		return newIngestEntry(""), true
+	}
+	if len(key) > 255 || strings.ContainsFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		h.replyError(w, http.StatusBadRequest, "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces")
+		return nil, false
+	}
+	e, created := h.store.lookup(key)
+	if !created && !e.ready() {
+		w.Header().Set("Retry-After", h.retryAfter())
+		h.replyError(w, http.StatusConflict, "a request with this Idempotency-Key is being read: retry later")
+		return nil, false
+	}
+	return e, true
+}
+
+// sameBody reads the body only to hash it and answers 422 (returning
+// false) when it is not the body the key was first used for.
+func (h *HTTP) sameBody(w http.ResponseWriter, r *http.Request, e *ingestEntry) bool {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.cfg.BodyReadTimeout))
+	hash := sha256.New()
+	_, err := io.Copy(hash, http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	_ = rc.SetReadDeadline(time.Time{})
+	var sum [sha256.Size]byte
+	hash.Sum(sum[:0])
+	if err == nil && sum == e.hash {
+		return true
+	}
+	if err != nil {
+		h.replyError(w, http.StatusBadRequest, "reading body: %v", err)
+		return false
+	}
+	h.replyKeyReused(w)
+	return false
+}
+
+// enqueue reads the body and queues the entry's free events (all of them
+// on a first attempt). On a problem it answers and returns false.
+func (h *HTTP) enqueue(w http.ResponseWriter, r *http.Request, e *ingestEntry, format bodyKind) bool {
 	// Decide what can be decided before reading a body the pipeline cannot
 	// take: no room in flight at all, or no room for one more body.
 	if h.unacked.Load() >= h.maxUnacked {
 		h.replySaturated(w)
-		return
+		return false
 	}
 	res, ok := h.reserveBody(w, r)
 	if !ok {
-		return
+		return false
 	}
-	events, ok := h.readEvents(w, r, format, res)
+	hash := sha256.New()
+	events, ok := h.readEvents(w, r, format, res, hash)
 	if !ok {
 		res.release()
-		return
+		return false
 	}
-	n := len(events)
-	req := &ingestRequest{acked: make([]atomic.Bool, n), done: make(chan struct{}), body: res}
-	req.remaining.Store(int64(n))
+	var sum [sha256.Size]byte
+	hash.Sum(sum[:0])
+	if !e.ready() {
+		e.init(sum, len(events))
+	} else if e.hash != sum || e.n != len(events) {
+		res.release()
+		h.replyKeyReused(w)
+		return false
+	}
 	prefix := "http:" + r.RemoteAddr + "#" + strconv.FormatUint(h.requests.Add(1), 10) + "/"
-	switch h.admit(req, prefix, events) {
+	switch h.admit(e, res, prefix, events) {
 	case admitClosed:
 		res.release()
 		h.replyUnavailable(w, "pushd is shutting down")
-		return
+		return false
 	case admitFull:
 		res.release()
 		h.replySaturated(w)
-		return
+		return false
 	}
-	h.answer(w, r, req, n)
+	return true
 }
 
 // checkRequest answers what is wrong with the request before its body:
@@ -326,8 +440,9 @@ func (h *HTTP) reserveBody(w http.ResponseWriter, r *http.Request) (*bodyReserva
 }
 
 // readEvents reads and frames the body within body_read_timeout, counting
-// events as they come; on a problem it answers and returns false.
-func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format bodyKind, res *bodyReservation) ([]bodyEvent, bool) {
+// events as they come and hashing the body into hash; on a problem it
+// answers and returns false.
+func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format bodyKind, res *bodyReservation, hash io.Writer) ([]bodyEvent, bool) {
 	rc := http.NewResponseController(w)
 	// A deadline on the connection, so a caller trickling its body cannot
 	// hold a handler (and shutdown) past body_read_timeout. Errors mean the
@@ -337,7 +452,7 @@ func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format bodyKin
 	if limit := h.cfg.MaxEventsPerRequest; limit > 0 && limit < maxEvents {
 		maxEvents, name = limit, "max_events_per_request"
 	}
-	body := res.reader(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	body := io.TeeReader(res.reader(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)), hash)
 	events, err := frameBody(body, format, bodyBounds{
 		maxEvents:   maxEvents,
 		eventsLimit: name,
@@ -375,37 +490,59 @@ func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format bodyKin
 	return nil, false
 }
 
-// answer waits for the outcome of an admitted request's events and says it.
-func (h *HTTP) answer(w http.ResponseWriter, r *http.Request, req *ingestRequest, n int) {
+// answer waits for the outcome of the entry's queued events, up to
+// response_timeout, and says it. Past the timeout it withdraws what is not
+// yet being sent, so that a 503 tells the truth: the events it names as
+// failed will not land; those it names as pending may.
+func (h *HTTP) answer(w http.ResponseWriter, r *http.Request, e *ingestEntry) {
 	timer := time.NewTimer(h.cfg.ResponseTimeout)
 	defer timer.Stop()
+	why := "events not delivered"
 	select {
-	case <-req.done:
+	case <-e.waitIdle():
 	case <-timer.C:
-		h.replyUnavailable(w, fmt.Sprintf("events not delivered within response_timeout (%s)", h.cfg.ResponseTimeout))
-		return
+		why = fmt.Sprintf("events not delivered within response_timeout (%s)", h.cfg.ResponseTimeout)
+		e.withdraw()
 	case <-h.abort:
-		h.replyUnavailable(w, "pushd is shutting down")
-		return
+		why = "pushd is shutting down"
+		e.withdraw()
 	case <-r.Context().Done():
-		// The caller went away; its events go on and are acknowledged.
+		// The caller went away; its events go on and are acknowledged
+		// (with a key, a retry learns how they fared).
 		h.countRequest(499)
 		return
 	}
-	failed, deadLettered := req.failed.Load(), req.deadLettered.Load()
-	accepted := int64(n) - failed - deadLettered
-	if failed > 0 {
-		h.log.Warn("http request not fully delivered", "events", n, "failed", failed)
-		w.Header().Set("Retry-After", h.retryAfter)
-		h.reply(w, http.StatusServiceUnavailable, map[string]any{
-			"error":         fmt.Sprintf("%d of %d events not delivered: retry the request", failed, n),
-			"accepted":      accepted,
-			"dead_lettered": deadLettered,
-			"failed":        failed,
-		})
+	if e.key != "" {
+		h.store.touch(e)
+	}
+	o := e.outcome()
+	if len(o.failed) == 0 && len(o.pending) == 0 {
+		h.reply(w, http.StatusOK, map[string]any{"accepted": o.accepted, "dead_lettered": o.deadLettered})
 		return
 	}
-	h.reply(w, http.StatusOK, map[string]any{"accepted": accepted, "dead_lettered": deadLettered})
+	msg := fmt.Sprintf("%s: %d of %d will not land; send them again (failed_events)", why, len(o.failed), e.n)
+	if len(o.pending) > 0 {
+		msg = fmt.Sprintf("%s: %d of %d will not land (failed_events) and %d are still being sent and may land (pending_events): "+
+			"retry with the same Idempotency-Key to send only the first and learn the outcome of the others", why, len(o.failed), e.n, len(o.pending))
+	}
+	h.log.Warn("http request not fully delivered", "events", e.n, "failed", len(o.failed), "pending", len(o.pending))
+	w.Header().Set("Retry-After", h.retryAfter())
+	h.reply(w, http.StatusServiceUnavailable, map[string]any{
+		"error":          msg,
+		"accepted":       o.accepted,
+		"dead_lettered":  o.deadLettered,
+		"failed":         len(o.failed),
+		"failed_events":  nonNil(o.failed),
+		"pending_events": nonNil(o.pending),
+	})
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil(s []int) []int {
+	if s == nil {
+		return []int{}
+	}
+	return s
 }
 
 type admission int
@@ -416,60 +553,80 @@ const (
 	admitClosed
 )
 
-// admit reserves room for the request's events and queues them, or reports
-// why it cannot.
-func (h *HTTP) admit(req *ingestRequest, prefix string, events []bodyEvent) admission {
-	n := int64(len(events))
+// admit reserves room for the entry's free events and queues them, or
+// reports why it cannot.
+func (h *HTTP) admit(e *ingestEntry, res *bodyReservation, prefix string, events []bodyEvent) admission {
+	want := e.free()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return admitClosed
 	}
 	// Only admit adds to unacked, under mu, so check-then-add is safe.
-	if h.unacked.Load()+n > h.maxUnacked {
+	if h.unacked.Load()+int64(len(want)) > h.maxUnacked {
 		return admitFull
+	}
+	idx, claims := e.queue(want, make([]Claim, len(want)))
+	n := int64(len(idx))
+	a := &attempt{acked: make([]atomic.Bool, n), body: res}
+	a.remaining.Store(n)
+	if n == 0 {
+		res.release()
+		return admitted
 	}
 	h.unacked.Add(n)
 	if m := h.metrics; m != nil {
 		m.unacked.Add(float64(n))
 	}
-	for i, be := range events {
-		ev := Event{Data: be.data, Position: prefix + strconv.Itoa(i)}
+	for j, i := range idx {
+		be := events[i]
+		ev := Event{Data: be.data, Position: prefix + strconv.Itoa(i), Claim: claims[j]}
 		if be.err != nil {
 			ev.Err = fmt.Errorf("%s: %w", ev.Position, be.err)
 		}
 		// The channel holds maxUnacked events and at most that many are
 		// admitted, so this never blocks.
-		h.events <- queuedEvent{ev: ev, ack: h.ackFunc(req, i)}
+		h.events <- queuedEvent{ev: ev, ack: h.ackFunc(e, a, j, i, claims[j])}
 	}
 	return admitted
 }
 
-func (h *HTTP) ackFunc(req *ingestRequest, i int) Ack {
+// ackFunc returns the ack of the attempt's j-th event, index i of the body.
+func (h *HTTP) ackFunc(e *ingestEntry, a *attempt, j, i int, c *Claim) Ack {
 	return func(err error) {
-		if req.acked[i].Swap(true) {
+		if a.acked[j].Swap(true) {
 			h.log.Error("http event acknowledged twice", "event", i)
 			return
 		}
 		result := "accepted"
 		switch {
+		case errors.Is(err, ErrWithdrawn):
+			result = "withdrawn"
 		case ackFailed(err):
-			req.failed.Add(1)
 			result = "failed"
 		case err != nil:
-			req.deadLettered.Add(1)
 			result = "dead_lettered"
 		}
+		e.settle(i, c, err)
 		h.unacked.Add(-1)
 		if m := h.metrics; m != nil {
 			m.unacked.Dec()
 			m.events.WithLabelValues(result).Inc()
 		}
-		if req.remaining.Add(-1) == 0 {
-			req.body.release()
-			close(req.done)
+		if a.remaining.Add(-1) == 0 {
+			a.body.release()
 		}
 	}
+}
+
+// retryAfter is the Retry-After of a 429 or 503: the rest of Power BI's
+// pause when the target is throttled, else the configured least wait.
+func (h *HTTP) retryAfter() string {
+	wait := h.retryWait
+	if h.retryHint != nil {
+		wait = max(wait, h.retryHint())
+	}
+	return strconv.Itoa(max(1, int(math.Ceil(wait.Seconds()))))
 }
 
 func (h *HTTP) isClosed() bool {
@@ -527,13 +684,17 @@ func jsonError(data []byte) error {
 }
 
 func (h *HTTP) replySaturated(w http.ResponseWriter) {
-	w.Header().Set("Retry-After", h.retryAfter)
+	w.Header().Set("Retry-After", h.retryAfter())
 	h.replyError(w, http.StatusTooManyRequests, "pushd is saturated (%d events in flight): retry later", h.unacked.Load())
 }
 
 func (h *HTTP) replyBusy(w http.ResponseWriter) {
-	w.Header().Set("Retry-After", h.retryAfter)
+	w.Header().Set("Retry-After", h.retryAfter())
 	h.replyError(w, http.StatusTooManyRequests, "pushd holds max_buffered_bytes (%d) of request bodies: retry later", h.cfg.MaxBufferedBytes)
+}
+
+func (h *HTTP) replyKeyReused(w http.ResponseWriter) {
+	h.replyError(w, http.StatusUnprocessableEntity, "Idempotency-Key was used for another body: use a new key for new events")
 }
 
 func (h *HTTP) replyTooLarge(w http.ResponseWriter) {
@@ -541,7 +702,7 @@ func (h *HTTP) replyTooLarge(w http.ResponseWriter) {
 }
 
 func (h *HTTP) replyUnavailable(w http.ResponseWriter, msg string) {
-	w.Header().Set("Retry-After", h.retryAfter)
+	w.Header().Set("Retry-After", h.retryAfter())
 	h.reply(w, http.StatusServiceUnavailable, map[string]any{"error": msg + ": retry later"})
 }
 

@@ -45,6 +45,10 @@ type Event struct {
 	// goes on. Data then holds what the source kept (for an over-long line,
 	// its first bytes).
 	Err error
+	// Claim, when not nil, lets the source withdraw the event until its
+	// rows are taken for sending (see Claim); nil for sources that never
+	// withdraw (stdin, Kafka).
+	Claim *Claim
 }
 
 // Where returns the event's position: Position, or for a Kafka record
