@@ -176,6 +176,13 @@ type Faults struct {
 	ThrottleUntil      time.Time
 	ThrottleFor        time.Duration
 	ThrottleRetryAfter time.Duration
+	// ThrottleIdentity, when set, makes the throttling above per user, as
+	// the REST API's own throttling is: every Power BI route (any dataset,
+	// any operation) answers 429 to the requests whose token was issued to
+	// this subject (a client id, or the managed identity's), with a bare
+	// {"message":"You have exceeded the amount of requests allowed ..."}
+	// that names no dataset; other identities are served.
+	ThrottleIdentity string
 	// TokenOutage makes the token endpoints (client credentials and managed
 	// identity) answer 503 until cleared; TokenOutageFor does so for a while
 	// from when the faults are applied (kept as TokenOutageUntil).

@@ -19,6 +19,7 @@ type FaultsJSON struct {
 	ThrottleUntil      *time.Time `json:"throttle_until,omitempty"`
 	ThrottleFor        string     `json:"throttle_for,omitempty"`
 	ThrottleRetryAfter string     `json:"throttle_retry_after,omitempty"`
+	ThrottleIdentity   string     `json:"throttle_identity,omitempty"`
 	TokenOutage        bool       `json:"token_outage"`
 	TokenOutageFor     string     `json:"token_outage_for,omitempty"`
 	TokenOutageUntil   *time.Time `json:"token_outage_until,omitempty"`
@@ -26,7 +27,7 @@ type FaultsJSON struct {
 
 // Faults converts the wire form, naming the field of a bad duration.
 func (j FaultsJSON) Faults() (Faults, error) {
-	f := Faults{ErrorRate: j.ErrorRate, CutRate: j.CutRate, AllRoutes: j.AllRoutes, TokenOutage: j.TokenOutage}
+	f := Faults{ErrorRate: j.ErrorRate, CutRate: j.CutRate, AllRoutes: j.AllRoutes, TokenOutage: j.TokenOutage, ThrottleIdentity: j.ThrottleIdentity}
 	for _, d := range []struct {
 		name string
 		in   string
@@ -54,7 +55,7 @@ func (j FaultsJSON) Faults() (Faults, error) {
 }
 
 func faultsJSON(f Faults) FaultsJSON {
-	j := FaultsJSON{ErrorRate: f.ErrorRate, CutRate: f.CutRate, AllRoutes: f.AllRoutes, TokenOutage: f.TokenOutage}
+	j := FaultsJSON{ErrorRate: f.ErrorRate, CutRate: f.CutRate, AllRoutes: f.AllRoutes, TokenOutage: f.TokenOutage, ThrottleIdentity: f.ThrottleIdentity}
 	if f.Latency > 0 {
 		j.Latency = f.Latency.String()
 	}

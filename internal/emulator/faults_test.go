@@ -129,3 +129,32 @@ func TestControlEndpoints(t *testing.T) {
 		t.Fatalf("URL = %s", e.s.URL())
 	}
 }
+
+// TestIdentityThrottle: with ThrottleIdentity the throttling is per user, as
+// the REST API's is: every route and dataset answers 429 to that identity
+// with a bare {"message":...} that names no dataset (the body seen from
+// Power BI), while another identity is served.
+func TestIdentityThrottle(t *testing.T) {
+	e := start(t, nil)
+	id := e.dataset(RetentionNone)
+	throttled := "emulator-test@" + e.s.cfg.Tenant
+	e.s.SetFaults(Faults{ThrottleFor: time.Hour, ThrottleRetryAfter: 3392 * time.Second, ThrottleIdentity: throttled})
+	for _, r := range []response{e.post(id, 0, 1), e.do("GET", "/v1.0/myorg/datasets", nil)} {
+		wantStatus(t, r, http.StatusTooManyRequests)
+		if r.retryAfter() != 3392 {
+			t.Errorf("Retry-After = %d, want 3392", r.retryAfter())
+		}
+		var body map[string]any
+		if err := json.Unmarshal(r.body, &body); err != nil {
+			t.Fatalf("body %s: %v", r.body, err)
+		}
+		msg, _ := body["message"].(string)
+		if len(body) != 1 || !strings.Contains(msg, "exceeded the amount of requests") || !strings.Contains(msg, "3392 seconds") || strings.Contains(strings.ToLower(msg), "dataset") {
+			t.Errorf("body %s: want only a message about the identity's requests", r.body)
+		}
+	}
+	other, _ := e.s.issue("another-client", time.Hour)
+	wantStatus(t, e.doToken("POST", rowsPath(id, "T"), rowsBody(0, 1), other), http.StatusOK)
+	e.clock.Advance(time.Hour)
+	wantStatus(t, e.post(id, 1, 1), http.StatusOK)
+}

@@ -171,6 +171,9 @@ func (s *Server) api(route string, h handlerFunc) http.Handler {
 		if !s.authorize(rec, r) {
 			return
 		}
+		if s.throttleIdentity(rec, r) {
+			return
+		}
 		if route != RoutePostRows {
 			f := s.currentFaults()
 			if f.AllRoutes {
@@ -521,6 +524,32 @@ func (s *Server) throttle(w http.ResponseWriter, d *dataset, rec PostRecord, wai
 	writeError(w, http.StatusTooManyRequests, "TooManyRequests", message)
 }
 
+// identityThrottleMessage is the body of the REST API's per-user throttling
+// (seen with Retry-After: 3392; github.com/RuiRomano/pbimonitor/issues/58):
+// a bare message, no error object, no dataset.
+const identityThrottleMessage = "You have exceeded the amount of requests allowed in the current time frame and further requests will fail. Retry in %d seconds."
+
+// throttleIdentity answers 429 when Faults.ThrottleIdentity throttles the
+// request's identity; it reports whether it answered.
+func (s *Server) throttleIdentity(w *recorder, r *http.Request) bool {
+	f := s.currentFaults()
+	now := s.now()
+	if f.ThrottleIdentity == "" || !now.Before(f.ThrottleUntil) || s.subject(r) != f.ThrottleIdentity {
+		return false
+	}
+	wait := f.ThrottleRetryAfter
+	if wait <= 0 {
+		wait = f.ThrottleUntil.Sub(now)
+	}
+	sec := retryAfterSeconds(wait)
+	s.stats.throttled(Event{Status: http.StatusTooManyRequests, Reason: "identity", RetryAfter: sec})
+	setRetryAfter(w, sec)
+	writeJSON(w, http.StatusTooManyRequests, struct {
+		Message string `json:"message"`
+	}{fmt.Sprintf(identityThrottleMessage, sec)})
+	return true
+}
+
 func (s *Server) postRows(w *recorder, r *http.Request, workspace string) {
 	arrived := s.now()
 	d := s.pushDataset(w, r, workspace)
@@ -541,13 +570,13 @@ func (s *Server) postRows(w *recorder, r *http.Request, workspace string) {
 		return
 	}
 	sc := tb.schema
-	if arrived.Before(f.ThrottleUntil) {
+	if f.ThrottleIdentity == "" && arrived.Before(f.ThrottleUntil) {
 		wait := f.ThrottleRetryAfter
 		if wait <= 0 {
 			wait = f.ThrottleUntil.Sub(arrived)
 		}
 		rec.Reason = "throttle_fault"
-		s.throttle(w, d, rec, wait, "Too many requests (throttling injected by the emulator).")
+		s.throttle(w, d, rec, wait, "Too many requests for this dataset (throttling injected by the emulator). Retry your push later.")
 		d.mu.Unlock()
 		return
 	}

@@ -50,6 +50,9 @@ type Client struct {
 	shares    map[string]float64 // set by SetShare
 	datasets  map[string]*datasetLimiter
 	retention map[string]string // defaultRetentionPolicy as Power BI reported it
+	// identityPausedUntil: Power BI throttled the identity (not one
+	// dataset) until then; new limiters start paused, other calls wait.
+	identityPausedUntil time.Time
 }
 
 var _ Sender = (*Client)(nil)
@@ -170,6 +173,7 @@ func (c *Client) newLimiterLocked(datasetID string) *datasetLimiter {
 	}
 	d := newDatasetLimiter(datasetID, l)
 	c.metrics.share(datasetID, d.share)
+	d.pausedUntil = c.identityPausedUntil
 	return d
 }
 
@@ -340,6 +344,7 @@ type outcome struct {
 	retryable  bool
 	retryAfter time.Duration // from the Retry-After header, capped
 	throttled  bool          // 429
+	identity   bool          // a 429 that throttles the identity, not the dataset
 	authRetry  bool          // 401 or 403 TokenExpired
 	token      string
 }
@@ -374,9 +379,7 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 		delay := max(c.backoff(attempt), o.retryAfter)
 		now := c.clock.Now()
 		if o.throttled {
-			if cl.limiter != nil {
-				cl.limiter.pause(now.Add(delay))
-			}
+			c.pauseThrottled(cl, o, now.Add(delay))
 			c.metrics.throttle(cl.dataset, cl.table, delay)
 		}
 		if c.retry.MaxElapsed > 0 && now.Add(delay).Sub(start) > c.retry.MaxElapsed {
@@ -406,6 +409,11 @@ func (c *Client) backoff(attempt int) time.Duration {
 }
 
 func (c *Client) attempt(ctx context.Context, cl *call) outcome {
+	if w := c.identityWait(); w > 0 && cl.limiter == nil {
+		if err := c.clock.Sleep(ctx, w); err != nil {
+			return outcome{err: fmt.Errorf("waiting for Power BI's throttling of this identity to end: %w", err)}
+		}
+	}
 	// A token first, so that an identity provider that fails does not use
 	// up the dataset's quota; tokens failing is an outage or a
 	// configuration problem, never a property of the rows: retry (bounded
@@ -482,13 +490,6 @@ func (c *Client) attempt(ctx context.Context, cl *call) outcome {
 		}
 		return outcome{}
 	}
-	if resp.StatusCode == http.StatusTooManyRequests && cl.limiter != nil {
-		// Hold the dataset at once, before reading the body: requests
-		// leaving the limiter meanwhile would be wasted.
-		if ra := parseRetryAfter(resp.Header.Get("Retry-After"), c.clock.Now(), c.retry.MaxRetryAfter); ra > 0 {
-			cl.limiter.pause(c.clock.Now().Add(ra))
-		}
-	}
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	c.metrics.request(cl.dataset, cl.table, resp.StatusCode, c.clock.Now().Sub(sent))
 	ae := newAPIError(cl.op, resp.StatusCode, resp.Header, data)
@@ -501,8 +502,52 @@ func (c *Client) attempt(ctx context.Context, cl *call) outcome {
 		o.retryable = true
 		o.throttled = resp.StatusCode == http.StatusTooManyRequests
 		o.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.clock.Now(), c.retry.MaxRetryAfter)
+		o.identity = o.throttled && throttlesIdentity(ae)
+		if o.throttled && o.retryAfter > 0 {
+			// Hold at once what the 429 throttles (the dataset, or every
+			// dataset of the identity): requests leaving the limiters
+			// meanwhile would be wasted.
+			c.pauseThrottled(cl, o, c.clock.Now().Add(o.retryAfter))
+		}
 	}
 	return o
+}
+
+// pauseThrottled holds what a 429 throttles until until: every dataset
+// this client writes to when Power BI throttles the identity (and the
+// calls made outside the limiters), else the dataset of cl.
+func (c *Client) pauseThrottled(cl *call, o outcome, until time.Time) {
+	if !o.identity {
+		if cl.limiter != nil {
+			cl.limiter.pause(until)
+		}
+		return
+	}
+	c.mu.Lock()
+	first := until.After(c.identityPausedUntil) && !c.identityPausedUntil.After(c.clock.Now())
+	if until.After(c.identityPausedUntil) {
+		c.identityPausedUntil = until
+	}
+	lims := make([]*datasetLimiter, 0, len(c.datasets))
+	for _, d := range c.datasets {
+		lims = append(lims, d)
+	}
+	c.mu.Unlock()
+	for _, d := range lims {
+		d.pause(until)
+	}
+	if first {
+		c.logger.Warn("Power BI throttles this identity, not one dataset; pausing every dataset it writes to",
+			"op", cl.op, "dataset", cl.dataset, "retry_after", o.retryAfter, "err", o.err)
+	}
+}
+
+// identityWait is how long calls must still wait after Power BI throttled
+// the identity (0: none).
+func (c *Client) identityWait() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.identityPausedUntil.Sub(c.clock.Now())
 }
 
 // parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.

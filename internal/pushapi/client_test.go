@@ -223,6 +223,43 @@ func TestAPIErrorPBIErrorForm(t *testing.T) {
 	}
 }
 
+// TestAPIErrorBodyShapes: the three error bodies Power BI sends each give
+// the code and the real message (what logs and dead letters show), and a
+// 429 is told apart: per dataset when it says so, else per identity.
+func TestAPIErrorBodyShapes(t *testing.T) {
+	tests := []struct {
+		name, op, body    string
+		status            int
+		code, message     string
+		throttlesIdentity bool
+	}{
+		{"error with details", opPostRows, `{"error":{"code":"BadRequest","message":"Bad Request","details":[{"code":"X","message":"value 'abc' is not Int64","target":"rows[3].temp"}]}}`, 400,
+			"BadRequest", "Bad Request; rows[3].temp: value 'abc' is not Int64", false},
+		{"pbi.error with details", opPostRows, `{"error":{"code":"DM_GWPipeline_Gateway_MashupDataAccessError","pbi.error":{"code":"DM_GWPipeline_Gateway_MashupDataAccessError","parameters":{},"details":[{"code":"DM_ErrorDetailNameCode_UnderlyingErrorMessage","detail":{"type":1,"value":"Web.Contents failed (429): Too Many Requests"}},{"code":"DM_ErrorDetailNameCode_UnderlyingHResult","detail":{"type":1,"value":-2147467259}}],"exceptionCulprit":1}}}`, 400,
+			"DM_GWPipeline_Gateway_MashupDataAccessError", "DM_ErrorDetailNameCode_UnderlyingErrorMessage: Web.Contents failed (429): Too Many Requests; DM_ErrorDetailNameCode_UnderlyingHResult: -2147467259", false},
+		{"bare message (per-user throttling)", opPostRows, `{"message":"You have exceeded the amount of requests allowed in the current time frame and further requests will fail. Retry in 3392 seconds."}`, 429,
+			"", "You have exceeded the amount of requests allowed in the current time frame and further requests will fail. Retry in 3392 seconds.", true},
+		{"dataset rows quota", opPostRows, `{"error":{"code":"TooManyRequests","message":"You are over your rows per hour limit for this dataset. Retry your push later."}}`, 429,
+			"TooManyRequests", "You are over your rows per hour limit for this dataset. Retry your push later.", false},
+		{"a 429 to another operation is the identity's", "GetTables", `{"error":{"code":"TooManyRequests","message":"Too many requests for this dataset"}}`, 429,
+			"TooManyRequests", "Too many requests for this dataset", true},
+		{"not JSON", opPostRows, `<html>busy</html>`, 429, "", "<html>busy</html>", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ae := newAPIError(tt.op, tt.status, http.Header{}, []byte(tt.body))
+			if ae.Code != tt.code || ae.Message != tt.message {
+				t.Errorf("code %q, message %q; want %q, %q", ae.Code, ae.Message, tt.code, tt.message)
+			}
+			if tt.status == 429 {
+				if got := throttlesIdentity(ae); got != tt.throttlesIdentity {
+					t.Errorf("throttlesIdentity = %v, want %v", got, tt.throttlesIdentity)
+				}
+			}
+		})
+	}
+}
+
 func TestPostRowsCutConnection(t *testing.T) {
 	hijack := func(partial bool) func(http.ResponseWriter, *http.Request) {
 		return func(w http.ResponseWriter, _ *http.Request) {

@@ -51,7 +51,8 @@ type AuthConfig struct {
 type RetryConfig struct {
 	InitialBackoff time.Duration `yaml:"initial_backoff"` // default 500ms
 	MaxBackoff     time.Duration `yaml:"max_backoff"`     // default 30s
-	// MaxRetryAfter caps a server's Retry-After (default 10m).
+	// MaxRetryAfter caps a server's Retry-After (default 1h: Power BI's
+	// per-user throttling asks for up to about an hour, e.g. 3,392 s).
 	MaxRetryAfter time.Duration `yaml:"max_retry_after"`
 	// MaxElapsed gives up on a batch after this long (0: never; the batch
 	// is retried until shutdown, so nothing is dead-lettered for a outage).

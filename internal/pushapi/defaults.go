@@ -124,7 +124,7 @@ func DefaultRetryConfig() RetryConfig {
 	return RetryConfig{
 		InitialBackoff: 500 * time.Millisecond,
 		MaxBackoff:     30 * time.Second,
-		MaxRetryAfter:  10 * time.Minute,
+		MaxRetryAfter:  time.Hour,
 	}
 }
 

@@ -676,3 +676,49 @@ func TestFIFOTableNeverLarge(t *testing.T) {
 		})
 	}
 }
+
+// TestEmulatorIdentityThrottle: a 429 from Power BI's per-user throttling
+// (a bare message, no dataset) pauses every dataset the identity writes to,
+// so a second dataset waits instead of drawing a second 429; and when the
+// retry budget runs out, the error carries Power BI's own message.
+func TestEmulatorIdentityThrottle(t *testing.T) {
+	s := startEmulator(t, unthrottled)
+	cfg := emuConfig(s)
+	c, _ := emuClient(t, s, cfg, nil)
+	a := createTelemetry(t, c, RetentionNone)
+	b := createTelemetry(t, c, RetentionNone)
+	fastLimits(c, a)
+	fastLimits(c, b)
+	// Retry-After is the time left (1s, rounded up): past it the identity
+	// is served again.
+	s.SetFaults(emulator.Faults{ThrottleFor: time.Second, ThrottleIdentity: emulator.DefaultClientID})
+
+	done := make(chan error, 1)
+	go func() { done <- c.PostRows(context.Background(), a, telemetryRows(0, 10)) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Throttled == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := c.PostRows(context.Background(), b, telemetryRows(10, 10)); err != nil {
+		t.Fatalf("PostRows to the second dataset: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("PostRows to the first dataset: %v", err)
+	}
+	// The first request drew the 429; its retry and the second dataset's
+	// request were held until the throttling ended.
+	if got := s.Stats().Throttled; got != 1 {
+		t.Errorf("the emulator answered 429 %d times: the second dataset was not paused", got)
+	}
+	if len(seqs(t, s, b)) != 10 {
+		t.Errorf("the second dataset holds %d rows, want 10", len(seqs(t, s, b)))
+	}
+
+	cfg.Retry.MaxElapsed = 100 * time.Millisecond
+	c2, _ := emuClient(t, s, cfg, nil)
+	s.SetFaults(emulator.Faults{ThrottleFor: time.Hour, ThrottleIdentity: emulator.DefaultClientID})
+	err := c2.PostRows(context.Background(), a, telemetryRows(20, 1))
+	if !errors.Is(err, ErrRetriesExhausted) || !strings.Contains(err.Error(), "You have exceeded the amount of requests allowed") {
+		t.Errorf("err = %v, want the retry budget exhausted with Power BI's message", err)
+	}
+}

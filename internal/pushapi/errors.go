@@ -123,20 +123,73 @@ func isPermanentTransportError(err error) bool {
 	return strings.Contains(err.Error(), "unsupported protocol scheme")
 }
 
-// errorBody is Power BI's error document in its two known forms.
+// errorBody is Power BI's error document in the three forms it uses:
+//
+//	{"error":{"code":"BadRequest","message":"Bad Request","details":[{"code":"","message":"...","target":"rows"}]}}
+//	{"error":{"code":"X","pbi.error":{"code":"X","parameters":{},"details":[{"code":"...","detail":{"type":1,"value":"..."}}],"exceptionCulprit":1}}}
+//	{"message":"You have exceeded the amount of requests allowed in the current time frame and further requests will fail. Retry in 3392 seconds."}
+//
+// The last is what the per-user throttling of the REST API answers.
 type errorBody struct {
 	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-		Details []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-			Target  string `json:"target"`
-		} `json:"details"`
+		Code     string        `json:"code"`
+		Message  string        `json:"message"`
+		Details  []errorDetail `json:"details"`
 		PBIError *struct {
-			Code string `json:"code"`
+			Code    string        `json:"code"`
+			Message string        `json:"message"`
+			Details []errorDetail `json:"details"`
 		} `json:"pbi.error"`
 	} `json:"error"`
+	Message string `json:"message"`
+}
+
+// errorDetail is one entry of details, in the plain form (message, target)
+// or the pbi.error form (code, detail.value).
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Target  string `json:"target"`
+	Detail  *struct {
+		Value json.RawMessage `json:"value"`
+	} `json:"detail"`
+}
+
+// text is what a detail says, for people: "target: message", or for the
+// pbi.error form "code: value".
+func (d errorDetail) text() string {
+	msg := d.Message
+	if msg == "" && d.Detail != nil && len(d.Detail.Value) > 0 {
+		if err := json.Unmarshal(d.Detail.Value, &msg); err != nil {
+			msg = string(d.Detail.Value) // a number or another JSON value, as sent
+		}
+	}
+	label := d.Target
+	if label == "" && d.Message == "" {
+		label = d.Code
+	}
+	switch {
+	case msg == "":
+		return label
+	case label == "":
+		return msg
+	}
+	return label + ": " + msg
+}
+
+// joinMessage appends the details' texts to msg, separated by "; ".
+func joinMessage(msg string, details []errorDetail) string {
+	for _, d := range details {
+		part := d.text()
+		if part == "" {
+			continue
+		}
+		if msg != "" {
+			msg += "; "
+		}
+		msg += part
+	}
+	return msg
 }
 
 // newAPIError builds an APIError from a response status, headers and body.
@@ -145,25 +198,19 @@ func newAPIError(op string, status int, h http.Header, body []byte) *APIError {
 	var eb errorBody
 	if len(body) > 0 && json.Unmarshal(body, &eb) == nil {
 		e.Code = eb.Error.Code
-		if e.Code == "" && eb.Error.PBIError != nil {
-			e.Code = eb.Error.PBIError.Code
+		msg := joinMessage(eb.Error.Message, eb.Error.Details)
+		if pe := eb.Error.PBIError; pe != nil {
+			if e.Code == "" {
+				e.Code = pe.Code
+			}
+			msg = joinMessage(joinMessage(msg, []errorDetail{{Message: pe.Message}}), pe.Details)
 		}
-		msg := eb.Error.Message
-		for _, d := range eb.Error.Details {
-			part := d.Message
-			if d.Target != "" {
-				part = d.Target + ": " + part
-			}
-			if part == "" {
-				continue
-			}
-			if msg != "" {
-				msg += "; "
-			}
-			msg += part
+		if msg == "" {
+			msg = eb.Message
 		}
 		e.Message = msg
-	} else if len(body) > 0 {
+	}
+	if e.Message == "" && e.Code == "" && len(body) > 0 {
 		e.Message = strings.TrimSpace(string(body))
 		if len(e.Message) > 512 {
 			e.Message = e.Message[:512] + "…"
@@ -173,4 +220,20 @@ func newAPIError(op string, status int, h http.Header, body []byte) *APIError {
 		e.Message = http.StatusText(status)
 	}
 	return e
+}
+
+// throttlesIdentity reports whether a 429 throttles the caller's identity
+// rather than one dataset: Power BI's per-dataset quotas answer with a
+// message about "this dataset" (or the table, or the requests pending for
+// it); the REST API's per-user throttling answers with a bare
+// {"message":...} that names neither (and may ask for an hour). Anything
+// that does not say it is about the dataset is taken for the identity, so
+// that pushd stops writing to every dataset rather than prolong the
+// throttling.
+func throttlesIdentity(ae *APIError) bool {
+	if ae.Op != opPostRows {
+		return true
+	}
+	m := strings.ToLower(ae.Message)
+	return !strings.Contains(m, "dataset") && !strings.Contains(m, "table")
 }

@@ -138,13 +138,21 @@ func TestLimiterInFlight(t *testing.T) {
 // of that dataset (any table) reaches the server before the Retry-After has
 // passed, while another dataset goes on.
 func TestThrottlePausesWholeDataset(t *testing.T) {
+	const (
+		datasetBody  = `{"error":{"code":"TooManyRequests","message":"You are over your rows per hour limit for this dataset. Retry your push later."}}`
+		identityBody = `{"message":"You have exceeded the amount of requests allowed in the current time frame and further requests will fail. Retry in 5 seconds."}`
+	)
 	tests := []struct {
 		name       string
 		retryAfter func(now time.Time) string
 		pause      time.Duration
+		body       string
+		identity   bool // every dataset pauses
 	}{
-		{"seconds", func(time.Time) string { return "5" }, 5 * time.Second},
-		{"http date", func(now time.Time) string { return now.Add(8 * time.Second).UTC().Format(http.TimeFormat) }, 7 * time.Second},
+		{"seconds", func(time.Time) string { return "5" }, 5 * time.Second, datasetBody, false},
+		{"http date", func(now time.Time) string { return now.Add(8 * time.Second).UTC().Format(http.TimeFormat) }, 7 * time.Second, datasetBody, false},
+		{"per-user throttling pauses every dataset", func(time.Time) string { return "5" }, 5 * time.Second, identityBody, true},
+		{"a 429 without a body is taken for the identity", func(time.Time) string { return "5" }, 5 * time.Second, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,6 +170,7 @@ func TestThrottlePausesWholeDataset(t *testing.T) {
 						throttled = now
 						w.Header().Set("Retry-After", tt.retryAfter(now))
 						w.WriteHeader(http.StatusTooManyRequests)
+						_, _ = w.Write([]byte(tt.body))
 						return
 					}
 					w.WriteHeader(http.StatusOK)
@@ -186,7 +195,10 @@ func TestThrottlePausesWholeDataset(t *testing.T) {
 				if during != 0 {
 					t.Errorf("%d requests to the paused dataset within the Retry-After", during)
 				}
-				if other == 0 {
+				switch {
+				case tt.identity && other != 0:
+					t.Errorf("%d requests to the other dataset while Power BI throttled the identity", other)
+				case !tt.identity && other == 0:
 					t.Error("the other dataset was paused too")
 				}
 				if after == 0 {
