@@ -23,11 +23,13 @@ func runProvision(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	path := fs.String("c", "", "config file (YAML; required)")
 	dryRun := fs.Bool("dry-run", false, "print what would change, change nothing")
 	dropColumns := fs.Bool("drop-columns", false, "also drop columns Power BI has and the config does not name (their data is lost)")
+	replaceUnknown := fs.Bool("replace-unknown-columns", false, "when Power BI lists a table without its columns, set them to the config's (any other column is dropped)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: pushd provision -c FILE [--dry-run] [--drop-columns]")
+		fmt.Fprintln(stderr, "Usage: pushd provision -c FILE [--dry-run] [--drop-columns] [--replace-unknown-columns]")
 		fmt.Fprintln(stderr, "\nMakes Power BI hold what the config describes: creates each missing dataset (with its")
 		fmt.Fprintln(stderr, "tables) for pipelines with provision.create: true, and adds missing columns to existing")
 		fmt.Fprintln(stderr, "tables. Never drops a column unless --drop-columns. Running it again does nothing.")
+		fmt.Fprintln(stderr, "A table Power BI lists without its columns is left alone unless --replace-unknown-columns.")
 		fmt.Fprintf(stderr, "Power BI accepts new push datasets only until %s.\n", provision.CreateDeadline)
 		fmt.Fprintln(stderr, "Exit codes: 0 done (or nothing to do), 1 problems left or Power BI failed, 2 bad flags or config.")
 		fmt.Fprintln(stderr, "\nFlags:")
@@ -56,7 +58,7 @@ func runProvision(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	actions, planErr := provision.Plan(ctx, client, cfg, provision.Options{DropColumns: *dropColumns})
+	actions, planErr := provision.Plan(ctx, client, cfg, provision.Options{DropColumns: *dropColumns, ReplaceUnknownColumns: *replaceUnknown})
 	creates := false
 	for _, a := range actions {
 		if a.Kind == provision.CreateDataset {

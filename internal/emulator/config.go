@@ -254,6 +254,11 @@ type Config struct {
 	// UnknownColumns says what to do with row keys that name no column:
 	// UnknownColumnsIgnore (default) or UnknownColumnsReject.
 	UnknownColumns string
+	// TablesWithoutColumns makes GetTables list each table by its name
+	// only, as Power BI's GetTables may ({"value":[{"name":"Product"}]} in
+	// its own example): a client must not take that for a table without
+	// columns.
+	TablesWithoutColumns bool
 	// DiscardRows counts accepted rows without storing them (benchmarks);
 	// Rows and the rows endpoint then return nothing.
 	DiscardRows bool

@@ -439,14 +439,20 @@ func (s *Server) getTables(w *recorder, r *http.Request, workspace string) {
 		return
 	}
 	d.mu.Lock()
-	value := make([]Table, len(d.tables))
+	value := make([]any, len(d.tables))
 	for i, t := range d.tables {
-		value[i] = t.schema.def
+		if s.cfg.TablesWithoutColumns {
+			value[i] = struct {
+				Name string `json:"name"`
+			}{t.name}
+		} else {
+			value[i] = t.schema.def
+		}
 	}
 	d.mu.Unlock()
 	writeJSON(w, http.StatusOK, struct {
-		Context string  `json:"@odata.context"`
-		Value   []Table `json:"value"`
+		Context string `json:"@odata.context"`
+		Value   []any  `json:"value"`
 	}{s.odataBase(workspace) + "$metadata#tables", value})
 }
 

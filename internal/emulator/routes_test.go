@@ -242,3 +242,30 @@ func TestAuth(t *testing.T) {
 	}
 	wantStatus(t, e.do("GET", "/v1.0/myorg/datasets", nil), http.StatusOK)
 }
+
+// TestGetTablesWithoutColumns: with TablesWithoutColumns, GetTables lists
+// each table by its name only ({"value":[{"name":"Product"}]}, Power BI's
+// own example), while the table keeps its columns.
+func TestGetTablesWithoutColumns(t *testing.T) {
+	e := start(t, func(c *Config) { c.TablesWithoutColumns = true })
+	id := e.dataset(RetentionNone)
+	r := e.do("GET", "/v1.0/myorg/datasets/"+id+"/tables", nil)
+	wantStatus(t, r, http.StatusOK)
+	var got struct {
+		Value []map[string]any `json:"value"`
+	}
+	if err := json.Unmarshal(r.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Value) != 2 {
+		t.Fatalf("tables = %s", r.body)
+	}
+	for _, tb := range got.Value {
+		if len(tb) != 1 || tb["name"] == nil {
+			t.Errorf("table %v: want only its name", tb)
+		}
+	}
+	if cols := e.s.Columns(id, "T"); len(cols) != 1 || cols[0].Name != "n" {
+		t.Errorf("columns held = %v, want n", cols)
+	}
+}

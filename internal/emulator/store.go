@@ -382,3 +382,20 @@ func (s *Server) RowCount(datasetID, table string) int {
 	}
 	return 0
 }
+
+// Columns returns a table's columns as the emulator holds them, whatever
+// GetTables shows (nil when the dataset or table does not exist).
+func (s *Server) Columns(datasetID, table string) []Column {
+	s.mu.RLock()
+	d := s.datasets[strings.ToLower(datasetID)]
+	s.mu.RUnlock()
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if t := d.table(table); t != nil {
+		return append([]Column(nil), t.schema.def.Columns...)
+	}
+	return nil
+}

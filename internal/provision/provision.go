@@ -60,6 +60,9 @@ type Action struct {
 	// columns that change.
 	Table          pushapi.Table
 	Added, Dropped []string
+	// Replaced: Power BI did not list the table's columns, and the user
+	// asked to set them to the config's (--replace-unknown-columns).
+	Replaced bool
 }
 
 // String says what the action does, for people.
@@ -73,6 +76,9 @@ func (a Action) String() string {
 		return fmt.Sprintf("create dataset %q in workspace %s (mode %s, retention %s) with table %s",
 			a.Dataset.Name, workspaceName(a.WorkspaceID), modeName(a.Dataset.DefaultMode), a.Retention, strings.Join(names, ", "))
 	case UpdateTable:
+		if a.Replaced {
+			return fmt.Sprintf("set the columns of table %q of dataset %s, which Power BI listed without its columns, to %s (any other column is dropped)", a.Table.Name, a.DatasetID, strings.Join(a.Added, ", "))
+		}
 		var parts []string
 		if len(a.Added) > 0 {
 			parts = append(parts, "add column "+strings.Join(a.Added, ", "))
@@ -106,11 +112,17 @@ type Options struct {
 	// CreateAll creates missing datasets even for pipelines whose
 	// provision.create is false (the embedded emulator starts empty).
 	CreateAll bool
+	// ReplaceUnknownColumns sets a table's columns to the config's when
+	// Power BI lists the table without its columns (GetTables may): any
+	// other column the table has is dropped. Default: report it and
+	// leave the table alone.
+	ReplaceUnknownColumns bool
 }
 
 // group is the pipelines that write to one dataset.
 type group struct {
 	target    pushapi.Target // the first pipeline's target
+	mode      string         // provision.mode of the first pipeline
 	pipelines []int
 	tables    []pushapi.Table // wanted tables, merged, in config order
 	create    int             // index of the first pipeline allowed to create, or -1
@@ -165,6 +177,21 @@ func Plan(ctx context.Context, api API, cfg *config.Config, opts Options) ([]Act
 				problems = append(problems, fmt.Errorf("%s: dataset %q (%s) has no table %q, and Power BI cannot add a table to an existing push dataset: create a new dataset (a new target.dataset_name with provision.create: true), or use one of its tables (%s)", who, ds.Name, ds.ID, want.Name, tableNames(have)))
 				continue
 			}
+			if len(ht.Columns) == 0 {
+				// Power BI has no table without columns: it listed the
+				// table by name only. PutTable replaces the column list,
+				// so adding the config's columns would drop the others.
+				if !opts.ReplaceUnknownColumns {
+					problems = append(problems, fmt.Errorf("%s: Power BI listed table %q of dataset %q (%s) without its columns, so provision cannot tell which columns it has and changes nothing (updating a table replaces its whole column list, which would drop every column the config does not name): check the table's columns in Power BI, then either leave it as it is, or run pushd provision --replace-unknown-columns to set its columns to the config's (%s) and drop any other", who, want.Name, ds.Name, ds.ID, columnNames(want.Columns)))
+					continue
+				}
+				next := want
+				if g.mode == pushapi.ModePushStreaming {
+					next.Columns = bareColumns(next.Columns)
+				}
+				actions = append(actions, Action{Kind: UpdateTable, WorkspaceID: g.target.WorkspaceID, DatasetID: ds.ID, Table: next, Added: names(want.Columns), Replaced: true})
+				continue
+			}
 			d := Diff(*ht, want)
 			for _, m := range d.Renamed {
 				problems = append(problems, fmt.Errorf("%s: table %q has column %q where the config says %q (Power BI column names ignore case, and the push API cannot rename): write %q in the config", who, ht.Name, m.Have, m.Want, m.Have))
@@ -174,6 +201,9 @@ func Plan(ctx context.Context, api API, cfg *config.Config, opts Options) ([]Act
 			}
 			if a := d.action(*ht, want, opts.DropColumns); a != nil {
 				a.WorkspaceID, a.DatasetID = g.target.WorkspaceID, ds.ID
+				if g.mode == pushapi.ModePushStreaming {
+					a.Table.Columns = bareColumns(a.Table.Columns)
+				}
 				actions = append(actions, *a)
 			}
 		}
@@ -193,7 +223,7 @@ func groupPipelines(cfg *config.Config, opts Options) ([]*group, []error) {
 		key := datasetKey(p.Target)
 		g := byKey[key]
 		if g == nil {
-			g = &group{target: p.Target, create: -1}
+			g = &group{target: p.Target, mode: p.Provision.Mode, create: -1}
 			byKey[key] = g
 			groups = append(groups, g)
 		}
@@ -392,6 +422,30 @@ func (d TableDiff) action(have, want pushapi.Table, drop bool) *Action {
 		return nil // nothing would be left: Power BI refuses an empty table
 	}
 	return &Action{Kind: UpdateTable, Table: next, Added: added, Dropped: dropped}
+}
+
+// bareColumns keeps only each column's name and dataType: a PushStreaming
+// dataset refuses any other column property (400 InvalidRequest "This
+// dataset or endpoint does not support column properties other than name
+// and dataType.").
+func bareColumns(cols []pushapi.Column) []pushapi.Column {
+	out := make([]pushapi.Column, len(cols))
+	for i, c := range cols {
+		out[i] = pushapi.Column{Name: c.Name, DataType: c.DataType}
+	}
+	return out
+}
+
+func names(cols []pushapi.Column) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.Name
+	}
+	return out
+}
+
+func columnNames(cols []pushapi.Column) string {
+	return strings.Join(names(cols), ", ")
 }
 
 // TableFor is the Power BI table a pipeline writes, with the types in Power

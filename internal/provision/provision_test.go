@@ -310,3 +310,51 @@ pipelines:
 		t.Errorf("table columns %s, want %s", got, want)
 	}
 }
+
+// TestProvisionTableListedWithoutColumns: GetTables may list a table by
+// name only. Provision must not take that for an empty table (PutTable of
+// the config's columns would drop the others): it says so and changes
+// nothing, unless asked with ReplaceUnknownColumns.
+func TestProvisionTableListedWithoutColumns(t *testing.T) {
+	env := provisiontest.StartWith(t, func(c *emulator.Config) { c.TablesWithoutColumns = true })
+	id := env.CreateDataset(t, "Push", "Sensors", "Readings", "DeviceId", "String", "Legacy", "String")
+	path := env.WriteConfig(t, "sensors.yaml",
+		provisiontest.Pipeline("readings", "Sensors", "Readings", false,
+			"{name: DeviceId, type: String}",
+			"{name: Value, type: Double}"))
+	cfg := load(t, path)
+	c := provisiontest.Client(t, cfg)
+	ctx := context.Background()
+	held := func() string {
+		var parts []string
+		for _, col := range env.Emulator.Columns(id, "Readings") {
+			parts = append(parts, col.Name+":"+col.DataType)
+		}
+		return strings.Join(parts, ",")
+	}
+
+	actions, err := provision.Plan(ctx, c, cfg, provision.Options{DropColumns: false})
+	if len(actions) != 0 {
+		t.Errorf("actions = %v, want none", actions)
+	}
+	if err == nil || !strings.Contains(err.Error(), `listed table "Readings"`) || !strings.Contains(err.Error(), "without its columns") || !strings.Contains(err.Error(), "--replace-unknown-columns") {
+		t.Errorf("err = %v, want the unknown columns reported with the flag that overrides", err)
+	}
+	if got := held(); got != "DeviceId:String,Legacy:String" {
+		t.Fatalf("columns = %q, want them untouched", got)
+	}
+
+	actions, err = provision.Plan(ctx, c, cfg, provision.Options{ReplaceUnknownColumns: true})
+	if err != nil || len(actions) != 1 || !actions[0].Replaced {
+		t.Fatalf("Plan with ReplaceUnknownColumns = %v, %v; want one replacement", actions, err)
+	}
+	if s := actions[0].String(); !strings.Contains(s, "listed without its columns") || !strings.Contains(s, "dropped") {
+		t.Errorf("action text %q", s)
+	}
+	if _, err := provision.Apply(ctx, c, actions); err != nil {
+		t.Fatal(err)
+	}
+	if got := held(); got != "DeviceId:String,Value:Double" {
+		t.Errorf("columns = %q, want the config's", got)
+	}
+}

@@ -30,10 +30,16 @@ type Env struct {
 }
 
 // Start starts the emulator (closed when the test ends).
-func Start(t testing.TB) *Env {
+func Start(t testing.TB) *Env { return StartWith(t, nil) }
+
+// StartWith is Start with the emulator's config changed by mutate first.
+func StartWith(t testing.TB, mutate func(*emulator.Config)) *Env {
 	t.Helper()
 	ec := emulator.DefaultConfig()
 	ec.TLS = true
+	if mutate != nil {
+		mutate(&ec)
+	}
 	emu, err := emulator.Start(ec)
 	if err != nil {
 		t.Fatalf("starting emulator: %v", err)
