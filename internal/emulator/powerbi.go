@@ -344,7 +344,12 @@ func (s *Server) postDataset(w *recorder, r *http.Request, workspace string) {
 		return
 	}
 	d, err := s.buildDataset(workspace, req, r.URL.Query().Get("defaultRetentionPolicy"))
-	if err != nil {
+	var ir *InvalidRequestError
+	switch {
+	case errors.As(err, &ir):
+		writeError(w, http.StatusBadRequest, "InvalidRequest", ir.Message)
+		return
+	case err != nil:
 		badRequest(w, err.Error(), "dataset")
 		return
 	}
@@ -480,6 +485,10 @@ func (s *Server) putTable(w *recorder, r *http.Request, workspace string) {
 	}
 	if err := s.checkTable(t); err != nil {
 		badRequest(w, err.Error(), "table")
+		return
+	}
+	if err := checkStreamingColumns(d.mode, t); err != nil {
+		writeError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
 		return
 	}
 	sc, err := newSchema(t)

@@ -2,8 +2,10 @@ package emulator
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"strconv"
 	"strings"
 	"time"
@@ -399,8 +401,27 @@ func (p *rowsParser) value(n, col int) *rowError {
 	}
 }
 
-// decimalMax is the largest magnitude of a .NET decimal (precision 28).
-const decimalMax = 7.9228162514264337593543950335e28
+// A Decimal column is Power BI's fixed decimal number: a 64-bit count of
+// 1/10,000ths, so ±922,337,203,685,477.5807. A value with more places is
+// rounded half away from zero to 4, so it fits when its magnitude is below
+// decimalLimit (which would round up past the range).
+var decimalLimit, _ = new(big.Rat).SetString("922337203685477.58075")
+
+// decimalFits reports whether a JSON number fits a Decimal column: far
+// from the edge a float64 decides, near it the exact value.
+func decimalFits(num []byte) bool {
+	f, err := strconv.ParseFloat(string(num), 64)
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange):
+		return false
+	case math.Abs(f) < 9.2e14:
+		return true
+	case math.Abs(f) > 9.3e14:
+		return false
+	}
+	q, ok := new(big.Rat).SetString(string(num))
+	return ok && q.Abs(q).Cmp(decimalLimit) < 0
+}
 
 func (p *rowsParser) checkNumber(kind colKind, num []byte, bad func(string) *rowError) *rowError {
 	switch kind {
@@ -424,9 +445,8 @@ func (p *rowsParser) checkNumber(kind colKind, num []byte, bad func(string) *row
 		}
 		return nil
 	case kindDecimal:
-		f, err := strconv.ParseFloat(string(num), 64)
-		if err != nil || math.Abs(f) >= decimalMax {
-			return bad(fmt.Sprintf("%s does not fit a Decimal (precision 28, scale 4)", num))
+		if !decimalFits(num) {
+			return bad(fmt.Sprintf("%s is outside the range of a Decimal column (a fixed decimal number, ±922,337,203,685,477.5807)", num))
 		}
 		return nil
 	default:

@@ -269,6 +269,9 @@ func (s *Server) buildDataset(workspace string, req CreateDatasetRequest, retent
 		if err := s.checkTable(t); err != nil {
 			return nil, err
 		}
+		if err := checkStreamingColumns(mode, t); err != nil {
+			return nil, err
+		}
 		if d.byName[t.Name] != nil {
 			return nil, fmt.Errorf("dataset %q has table %q twice", req.Name, t.Name)
 		}
@@ -296,6 +299,31 @@ func (s *Server) buildDataset(workspace string, req CreateDatasetRequest, retent
 		}
 	}
 	return d, nil
+}
+
+// InvalidRequestError is a refusal Power BI answers with 400 and the code
+// InvalidRequest (not BadRequest) and a plain message.
+type InvalidRequestError struct{ Message string }
+
+func (e *InvalidRequestError) Error() string { return e.Message }
+
+// streamingColumnsMessage is Power BI's answer to a column property other
+// than name and dataType in a PushStreaming or Streaming dataset
+// (github.com/MicrosoftDocs/powerbi-docs/issues/899).
+const streamingColumnsMessage = "This dataset or endpoint does not support column properties other than name and dataType."
+
+// checkStreamingColumns refuses, for a PushStreaming or Streaming dataset,
+// any column property other than name and dataType.
+func checkStreamingColumns(mode string, t Table) error {
+	if mode != "PushStreaming" && mode != "Streaming" {
+		return nil
+	}
+	for _, c := range t.Columns {
+		if c != (Column{Name: c.Name, DataType: c.DataType}) {
+			return &InvalidRequestError{Message: streamingColumnsMessage}
+		}
+	}
+	return nil
 }
 
 // checkTable validates a table definition's name and size.

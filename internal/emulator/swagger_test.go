@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -257,4 +258,45 @@ func TestBodiesMatchSwagger(t *testing.T) {
 			wantStatus(t, e.do("POST", base+"/tables/Product/rows", rowsBody), 200)
 		})
 	}
+}
+
+// TestStreamingColumnProperties: the spec's Column declares formatString,
+// dataCategory, isHidden... and a Push dataset takes them; a PushStreaming
+// dataset refuses every property but name and dataType with 400
+// InvalidRequest, as Power BI does (MicrosoftDocs/powerbi-docs#899), at
+// creation and in PutTable.
+func TestStreamingColumnProperties(t *testing.T) {
+	c := loadSpec(t)
+	e := start(t, nil)
+	formatted := Table{Name: "Sales", Columns: []Column{{Name: "Amount", DataType: "Int64", FormatString: "Currency"}}}
+	bare := Table{Name: "Sales", Columns: []Column{{Name: "Amount", DataType: "Int64"}}}
+	for _, tc := range []struct {
+		name, mode string
+		table      Table
+		want       int
+	}{
+		{"Push takes a formatString", "Push", formatted, http.StatusCreated},
+		{"PushStreaming refuses a formatString", "PushStreaming", formatted, http.StatusBadRequest},
+		{"PushStreaming takes name and dataType", "PushStreaming", bare, http.StatusCreated},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body, _ := json.Marshal(CreateDatasetRequest{Name: "d", DefaultMode: tc.mode, Tables: []Table{tc.table}})
+			c.mustMatch(t, "CreateDatasetRequest", body)
+			r := e.do("POST", "/v1.0/myorg/datasets", body)
+			if tc.want == http.StatusBadRequest {
+				wantError(t, r, http.StatusBadRequest, "InvalidRequest")
+				if !strings.Contains(string(r.body), "This dataset or endpoint does not support column properties other than name and dataType.") {
+					t.Errorf("body %s lacks Power BI's message", r.body)
+				}
+				return
+			}
+			wantStatus(t, r, tc.want)
+		})
+	}
+	id, err := e.s.CreateDataset("", CreateDatasetRequest{Name: "s", DefaultMode: "PushStreaming", Tables: []Table{bare}}, RetentionNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, e.do("PUT", "/v1.0/myorg/datasets/"+id+"/tables/Sales", formatted), http.StatusBadRequest, "InvalidRequest")
+	wantStatus(t, e.do("PUT", "/v1.0/myorg/datasets/"+id+"/tables/Sales", bare), http.StatusOK)
 }

@@ -112,7 +112,7 @@ func (c *column) write(dst []byte, v val, sc *scratch) ([]byte, failure) {
 		sc.keepDec(d)
 		out, ok := appendDecimal(dst, d)
 		if !ok {
-			return dst, fail(RuleRange, "%s has more than %d digits before the point (Decimal is precision 28, scale 4)", snippet(text), decimalIntDigits)
+			return dst, fail(RuleRange, "%s is outside Decimal's range %s (Power BI's fixed decimal number)", snippet(text), DecimalRange)
 		}
 		return out, failure{}
 	}

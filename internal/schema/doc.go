@@ -40,10 +40,11 @@
 // written as it was sent; a numeric string in Go's shortest form. "NaN" and
 // "Infinity" are not numbers.
 //
-// Decimal (precision 28, scale 4): numbers and numeric strings, computed
+// Decimal (Power BI's fixed decimal number: scale 4, within
+// ±922,337,203,685,477.5807): numbers and numeric strings, computed
 // exactly in decimal (no float rounding), rounded half away from zero to 4
 // fractional digits rather than rejected (sensors send more digits than a
-// fixed decimal keeps); more than 24 integer digits fails with "range".
+// fixed decimal keeps); a result outside that range fails with "range".
 //
 // Numeric strings may carry surrounding white space, a leading "+", leading
 // zeros, or a bare "." (" +.5 "); hex, underscores, NaN and Inf are refused.

@@ -184,15 +184,20 @@ func (d dec) truncated(shift int) (int64, bool) {
 	return v, true
 }
 
-// Decimal columns hold precision 28, scale 4.
+// Decimal columns are Power BI's fixed decimal number: a 64-bit integer
+// count of 1/10,000ths, so scale 4 and a range of
+// ±922,337,203,685,477.5807 (decimalMaxScaled / 10^4).
 const (
 	decimalScale     = 4
-	decimalIntDigits = 28 - decimalScale
+	decimalIntDigits = 15
+	decimalMaxScaled = "9223372036854775807" // decimalIntDigits+decimalScale digits
+	// DecimalRange is the Decimal range in words, for messages.
+	DecimalRange = "±922,337,203,685,477.5807"
 )
 
 // appendDecimal rounds d half away from zero to 4 fractional digits and
-// appends it as a JSON number; ok is false when more than 24 integer digits
-// remain (precision 28).
+// appends it as a JSON number; ok is false when the result is outside
+// ±922,337,203,685,477.5807 (Power BI's fixed decimal).
 func appendDecimal(dst []byte, d dec) ([]byte, bool) {
 	keep := d.point + decimalScale // digits that survive rounding
 	digits, point := d.digits, d.point
@@ -226,7 +231,7 @@ func appendDecimal(dst []byte, d dec) ([]byte, bool) {
 	if len(digits) == 0 {
 		return append(dst, '0'), true
 	}
-	if point > decimalIntDigits {
+	if !decimalFits(digits, point) {
 		return dst, false
 	}
 	if d.neg {
@@ -251,4 +256,26 @@ func appendDecimal(dst []byte, d dec) ([]byte, bool) {
 		dst = append(dst, digits[max(point, 0):]...)
 	}
 	return dst, true
+}
+
+// decimalFits reports whether 0.digits × 10^point, already rounded to 4
+// places, is at most decimalMaxScaled / 10^4 in magnitude.
+func decimalFits(digits []byte, point int) bool {
+	if point < decimalIntDigits {
+		return true
+	}
+	if point > decimalIntDigits {
+		return false
+	}
+	// Same number of integer digits: compare the 19-digit scaled values.
+	for i := 0; i < len(decimalMaxScaled); i++ {
+		c := byte('0')
+		if i < len(digits) {
+			c = digits[i]
+		}
+		if c != decimalMaxScaled[i] {
+			return c < decimalMaxScaled[i]
+		}
+	}
+	return true
 }

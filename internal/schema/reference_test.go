@@ -295,7 +295,8 @@ func (r *refMapper) coerce(c refColumn, v any) (any, string, error) {
 		}
 		return q.Num().String(), "", nil
 	}
-	// Decimal: round half away from zero to 4 places; at most 24 integer digits.
+	// Decimal: round half away from zero to 4 places; within
+	// ±922,337,203,685,477.5807 (Power BI's fixed decimal).
 	scaled := new(big.Rat).Mul(q, big.NewRat(10000, 1))
 	abs := new(big.Rat).Abs(scaled)
 	abs.Add(abs, big.NewRat(1, 2))
@@ -304,8 +305,8 @@ func (r *refMapper) coerce(c refColumn, v any) (any, string, error) {
 		n.Neg(n)
 	}
 	res := new(big.Rat).SetFrac(n, big.NewInt(10000))
-	limit := new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(24), nil))
-	if new(big.Rat).Abs(res).Cmp(limit) >= 0 {
+	limit := big.NewRat(9223372036854775807, 10000)
+	if new(big.Rat).Abs(res).Cmp(limit) > 0 {
 		return nil, schema.RuleRange, nil
 	}
 	return res, "", nil
