@@ -73,6 +73,7 @@ func emulateFlagSet(cfg *emulator.Config, o *emulateOptions) *flag.FlagSet {
 	fs.StringVar(&cfg.UnknownColumns, "unknown-columns", cfg.UnknownColumns, "row keys that name no column: ignore (drop them) or reject (400)")
 	fs.BoolVar(&cfg.DiscardRows, "discard-rows", false, "count accepted rows without storing them (benchmarks)")
 	fs.BoolVar(&cfg.TablesWithoutColumns, "tables-without-columns", false, "GetTables lists tables by name only, without their columns (as Power BI may)")
+	fs.BoolVar(&cfg.CreationRetired, "creation-retired", false, "refuse every dataset creation with FeatureDeprecatedError, as Power BI will after 31 October 2027")
 	fs.IntVar(&cfg.HistoryLimit, "history-limit", cfg.HistoryLimit, "POST rows records kept per dataset in /emulator/v1/stats (negative = none)")
 
 	fs.Float64Var(&f.ErrorRate, "error-rate", 0, "share (0..1) of POST rows requests answered 500 or 503")

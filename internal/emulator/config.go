@@ -254,6 +254,11 @@ type Config struct {
 	// UnknownColumns says what to do with row keys that name no column:
 	// UnknownColumnsIgnore (default) or UnknownColumnsReject.
 	UnknownColumns string
+	// CreationRetired answers every dataset creation 400
+	// FeatureDeprecatedError, as Power BI will once the creation of
+	// real-time (push) semantic models is retired (announced for after
+	// 31 October 2027); existing datasets keep working.
+	CreationRetired bool
 	// TablesWithoutColumns makes GetTables list each table by its name
 	// only, as Power BI's GetTables may ({"value":[{"name":"Product"}]} in
 	// its own example): a client must not take that for a table without

@@ -343,6 +343,16 @@ func (s *Server) postDataset(w *recorder, r *http.Request, workspace string) {
 	if !decodeStrict(w, body, &req, "Dataset") {
 		return
 	}
+	if s.cfg.CreationRetired {
+		// The code is the one Power BI reports for retired features; the
+		// body's exact form is not documented (pbi.error, like its other
+		// service-side refusals).
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: apiError{
+			Code:     "FeatureDeprecatedError",
+			PBIError: &pbiError{Code: "FeatureDeprecatedError", Parameters: map[string]any{}, Details: []any{}, ExceptionCulprit: 1},
+		}})
+		return
+	}
 	d, err := s.buildDataset(workspace, req, r.URL.Query().Get("defaultRetentionPolicy"))
 	var ir *InvalidRequestError
 	switch {

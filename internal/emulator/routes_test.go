@@ -269,3 +269,12 @@ func TestGetTablesWithoutColumns(t *testing.T) {
 		t.Errorf("columns held = %v, want n", cols)
 	}
 }
+
+// TestCreationRetired: with CreationRetired every dataset creation answers
+// 400 FeatureDeprecatedError, while existing datasets keep taking rows.
+func TestCreationRetired(t *testing.T) {
+	e := start(t, func(c *Config) { c.CreationRetired = true })
+	id := e.dataset(RetentionNone) // made before the retirement, in-process
+	wantError(t, e.do("POST", "/v1.0/myorg/datasets", CreateDatasetRequest{Name: "late", Tables: []Table{productTable()}}), http.StatusBadRequest, "FeatureDeprecatedError")
+	wantStatus(t, e.post(id, 0, 1), http.StatusOK)
+}

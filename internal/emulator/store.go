@@ -308,14 +308,14 @@ type InvalidRequestError struct{ Message string }
 func (e *InvalidRequestError) Error() string { return e.Message }
 
 // streamingColumnsMessage is Power BI's answer to a column property other
-// than name and dataType in a PushStreaming or Streaming dataset
+// than name and dataType in a PushStreaming dataset
 // (github.com/MicrosoftDocs/powerbi-docs/issues/899).
 const streamingColumnsMessage = "This dataset or endpoint does not support column properties other than name and dataType."
 
-// checkStreamingColumns refuses, for a PushStreaming or Streaming dataset,
-// any column property other than name and dataType.
+// checkStreamingColumns refuses, for a PushStreaming dataset, any column
+// property other than name and dataType.
 func checkStreamingColumns(mode string, t Table) error {
-	if mode != "PushStreaming" && mode != "Streaming" {
+	if mode != "PushStreaming" {
 		return nil
 	}
 	for _, c := range t.Columns {

@@ -247,6 +247,10 @@ func (c *Client) PostRows(ctx context.Context, t Target, rows []json.RawMessage)
 		rows:     len(rows),
 	}
 	if err := c.do(ctx, cl); err != nil {
+		var ae *APIError
+		if errors.As(err, &ae) && isTableRefusal(ae) {
+			return fmt.Errorf("posting %d rows to table %q of dataset %s: %w, so the batch is neither split nor dead-lettered and the pipeline stops (its events are not acknowledged and come again): delete the table's rows or point the pipeline at another table, then restart: %w", len(rows), t.Table, t.DatasetID, ErrTableRefused, err)
+		}
 		return fmt.Errorf("posting %d rows to table %q of dataset %s: %w", len(rows), t.Table, t.DatasetID, err)
 	}
 	c.metrics.accepted(t.DatasetID, t.Table, len(rows))

@@ -3,6 +3,7 @@ package pushapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -161,6 +162,12 @@ func (c *Client) ResolveTarget(ctx context.Context, t Target) (Target, error) {
 	return t, nil
 }
 
+// ErrCreationRetired marks (wrapped, with the *APIError) a dataset creation
+// Power BI refused with FeatureDeprecatedError: Microsoft retired the
+// creation of real-time (push) semantic models (announced for after 31
+// October 2027). Its text says what to do.
+var ErrCreationRetired = errors.New("push datasets can no longer be created (FeatureDeprecatedError: Microsoft retired the creation of real-time semantic models; existing ones keep working): bind the pipeline to an existing push dataset (target.dataset_id or the dataset_name of one made before, with provision.create: false), or send the events to a Microsoft Fabric eventstream")
+
 // CreateDataset creates a dataset in a workspace ("" = My workspace) with
 // the retention policy ("" leaves Power BI's default, None; else None or
 // basicFIFO). Power BI accepts new push datasets only until 2027-10-31.
@@ -176,6 +183,10 @@ func (c *Client) CreateDataset(ctx context.Context, workspaceID string, req Crea
 	var out Dataset
 	cl := &call{op: "PostDataset", method: http.MethodPost, url: u, body: body, out: &out}
 	if err := c.do(ctx, cl); err != nil {
+		var ae *APIError
+		if errors.As(err, &ae) && ae.Code == "FeatureDeprecatedError" {
+			return Dataset{}, fmt.Errorf("creating dataset %q in workspace %q: %w: %w", req.Name, workspaceID, ErrCreationRetired, err)
+		}
 		return Dataset{}, fmt.Errorf("creating dataset %q in workspace %q: %w", req.Name, workspaceID, err)
 	}
 	c.learnRetention(out.ID, out.DefaultRetentionPolicy)

@@ -624,8 +624,18 @@ func TestFIFOTableNeverLarge(t *testing.T) {
 		wantLarge                 bool
 	}{
 		{"basicFIFO from the create answer", RetentionBasicFIFO, "", total, false},
-		{"basicFIFO from the config", "", RetentionBasicFIFO, 400_000, false},
+		{"basicFIFO from the config", "", RetentionBasicFIFO, 300_000, false},
 		{"None dataset comes under the rule", RetentionNone, "", 250_000, true},
+	}
+	// One small Int64 column: the emulator validates every row, and a
+	// million of them should cost little under the race detector.
+	table := Table{Name: "Seq", Columns: []Column{{Name: "n", DataType: "Int64"}}}
+	rows := func(from int) []json.RawMessage {
+		out := make([]json.RawMessage, batch)
+		for i := range out {
+			out[i] = json.RawMessage(`{"n":` + strconv.Itoa(from+i) + `}`)
+		}
+		return out
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -640,21 +650,24 @@ func TestFIFOTableNeverLarge(t *testing.T) {
 			c, _ := emuClient(t, s, emuConfig(s), nil)
 			var tgt Target
 			if tt.created != "" {
-				tgt = createTelemetry(t, c, tt.created)
-			} else {
-				id, err := s.CreateDataset(testWorkspace, emulator.CreateDatasetRequest{Name: "made-elsewhere", Tables: []emulator.Table{{Name: "Telemetry", Columns: []emulator.Column{
-					{Name: "device", DataType: "String"}, {Name: "seq", DataType: "Int64"}, {Name: "temp", DataType: "Double"}}}}}, emulator.RetentionBasicFIFO)
+				ds, err := c.CreateDataset(context.Background(), testWorkspace, CreateDatasetRequest{Name: "fifo", Tables: []Table{table}}, tt.created)
 				if err != nil {
 					t.Fatal(err)
 				}
-				tgt = Target{WorkspaceID: testWorkspace, DatasetID: id, Table: "Telemetry"}
+				tgt = Target{WorkspaceID: testWorkspace, DatasetID: ds.ID, Table: table.Name}
+			} else {
+				id, err := s.CreateDataset(testWorkspace, emulator.CreateDatasetRequest{Name: "made-elsewhere", Tables: []emulator.Table{{Name: table.Name, Columns: []emulator.Column{{Name: "n", DataType: "Int64"}}}}}, emulator.RetentionBasicFIFO)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tgt = Target{WorkspaceID: testWorkspace, DatasetID: id, Table: table.Name}
 			}
 			c.SetLimits(tgt.DatasetID, Limits{RequestWindow: time.Second, RowsPerHour: total, RowsWindow: time.Second,
 				LargeTableRequestsPerHour: 20, Retention: tt.configured})
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			for from := 0; from < tt.rows; from += batch {
-				if err := c.PostRows(ctx, tgt, telemetryRows(from, batch)); err != nil {
+				if err := c.PostRows(ctx, tgt, rows(from)); err != nil {
 					t.Fatalf("PostRows from row %d: %v", from, err)
 				}
 				if !tt.wantLarge && c.limiter(tgt.DatasetID).isLarge() {
@@ -664,8 +677,7 @@ func TestFIFOTableNeverLarge(t *testing.T) {
 			if got := c.limiter(tgt.DatasetID).isLarge(); got != tt.wantLarge {
 				t.Errorf("large-table rule in force: %v, want %v", got, tt.wantLarge)
 			}
-			st := s.Stats()
-			if st.Throttled != 0 {
+			if st := s.Stats(); st.Throttled != 0 {
 				t.Errorf("the emulator answered 429 %d times", st.Throttled)
 			}
 			if tt.created != RetentionNone {
@@ -720,5 +732,46 @@ func TestEmulatorIdentityThrottle(t *testing.T) {
 	err := c2.PostRows(context.Background(), a, telemetryRows(20, 1))
 	if !errors.Is(err, ErrRetriesExhausted) || !strings.Contains(err.Error(), "You have exceeded the amount of requests allowed") {
 		t.Errorf("err = %v, want the retry budget exhausted with Power BI's message", err)
+	}
+}
+
+// TestEmulatorCreationRetired: a dataset creation Power BI answers with
+// FeatureDeprecatedError is reported in plain words with what to do.
+func TestEmulatorCreationRetired(t *testing.T) {
+	s := startEmulator(t, func(c *emulator.Config) { c.CreationRetired = true })
+	c, _ := emuClient(t, s, emuConfig(s), nil)
+	_, err := c.CreateDataset(context.Background(), testWorkspace, CreateDatasetRequest{Name: "late", Tables: []Table{telemetryTable()}}, RetentionNone)
+	if !errors.Is(err, ErrCreationRetired) {
+		t.Fatalf("err = %v, want ErrCreationRetired", err)
+	}
+	for _, want := range []string{"FeatureDeprecatedError", "can no longer be created", "existing push dataset", "target.dataset_id"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+// TestEmulatorTableFull: a table that holds as many rows as a dataset
+// without retention allows refuses every row; PostRows says so
+// (ErrTableRefused) after one request, and IsRowError is false so that the
+// caller does not split the batch.
+func TestEmulatorTableFull(t *testing.T) {
+	s := startEmulator(t, func(c *emulator.Config) {
+		unthrottled(c)
+		c.Limits.NoneRetentionMaxRows = 100
+	})
+	c, _ := emuClient(t, s, emuConfig(s), nil)
+	tgt := createTelemetry(t, c, RetentionNone)
+	if err := c.PostRows(context.Background(), tgt, telemetryRows(0, 100)); err != nil {
+		t.Fatal(err)
+	}
+	err := c.PostRows(context.Background(), tgt, telemetryRows(100, 50))
+	if !errors.Is(err, ErrTableRefused) || IsRowError(err) || !IsPermanent(err) {
+		t.Fatalf("err = %v (row error %v, permanent %v), want ErrTableRefused, not a row error, permanent", err, IsRowError(err), IsPermanent(err))
+	}
+	// A refused row is still a row error.
+	bad := []json.RawMessage{json.RawMessage(`{"device":"d","seq":"x","temp":1}`)}
+	if err := c.PostRows(context.Background(), tgt, bad); !IsRowError(err) || errors.Is(err, ErrTableRefused) {
+		t.Errorf("bad row: err = %v, want a row error", err)
 	}
 }

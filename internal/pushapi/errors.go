@@ -57,12 +57,31 @@ var ErrRetriesExhausted = errors.New("retry budget exhausted")
 // the name.
 var ErrNotFound = errors.New("not found")
 
+// ErrTableRefused marks (wrapped, with the *APIError) a PostRows refusal
+// that is about the table, not its rows: a table that holds as many rows
+// as its dataset allows (5,000,000 without a retention policy) refuses
+// every row, so splitting the batch to find a bad row would only turn one
+// request into thousands. IsRowError is false for it; it is permanent, and
+// the pipeline stops on it (nothing is acked or dead-lettered: the events
+// come again once rows are deleted or the target changes).
+var ErrTableRefused = errors.New("the table refuses every row (Power BI refused it, not a row)")
+
+// isTableRefusal recognises a 400 to PostRows that refuses the table rather
+// than a row: the table is full.
+func isTableRefusal(ae *APIError) bool {
+	if ae.Op != opPostRows || ae.Status != http.StatusBadRequest {
+		return false
+	}
+	m := strings.ToLower(ae.Message)
+	return strings.Contains(m, "table") && strings.Contains(m, "maximum") && strings.Contains(m, "rows") && !strings.Contains(m, "rows[")
+}
+
 // IsRowError reports whether err says the rows themselves were refused: a
 // 400 (a value that does not fit its column, a malformed row) or a 413
-// (request too large). The caller should split the batch to isolate the bad
-// rows; PostRows never splits.
+// (request too large), but not ErrTableRefused. The caller should split the
+// batch to isolate the bad rows; PostRows never splits.
 func IsRowError(err error) bool {
-	if errors.Is(err, ErrRetriesExhausted) {
+	if errors.Is(err, ErrRetriesExhausted) || errors.Is(err, ErrTableRefused) {
 		return false
 	}
 	var ae *APIError
