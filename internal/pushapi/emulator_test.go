@@ -707,8 +707,10 @@ func TestEmulatorIdentityThrottle(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { done <- c.PostRows(context.Background(), a, telemetryRows(0, 10)) }()
+	// Wait until the client has taken in the 429 (the emulator counts it
+	// before the client reads it).
 	deadline := time.Now().Add(10 * time.Second)
-	for s.Stats().Throttled == 0 && time.Now().Before(deadline) {
+	for c.identityWait() <= 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if err := c.PostRows(context.Background(), b, telemetryRows(10, 10)); err != nil {
