@@ -38,7 +38,7 @@ const (
       window: 10s
       time_column: Ts
       allowed_lateness: %s
-      idle_timeout: 5s
+      idle_timeout: %s
       group_by: [DeviceId]
       window_start: WindowStart
       aggregates:
@@ -225,7 +225,9 @@ func TestReduceAggregateExactOverKafka(t *testing.T) {
 	cfg := s.writeConfig(t, "aggregate", pipelineOptions{
 		source: kafkaSource(c, "e2e-aggregate", time.Second),
 		batch:  "{linger: 500ms}",
-		schema: fmt.Sprintf(aggregateTable, "10s"),
+		// A long idle_timeout: a partition that a loaded machine stalls for
+		// seconds must not be taken for idle (its readings would be late).
+		schema: fmt.Sprintf(aggregateTable, "10s", "20s"),
 	})
 	began := time.Now()
 	p := startPushd(t, "aggregate", cfg)
@@ -305,7 +307,9 @@ func TestReduceAggregateSIGKILL(t *testing.T) {
 	cfg := s.writeConfig(t, "kill", pipelineOptions{
 		source: kafkaSource(c, group, 50*time.Millisecond),
 		batch:  "{max_rows: 100, linger: 50ms}",
-		schema: fmt.Sprintf(aggregateTable, "10s"),
+		// A long idle_timeout: a partition that a loaded machine stalls for
+		// seconds must not be taken for idle (its readings would be late).
+		schema: fmt.Sprintf(aggregateTable, "10s", "20s"),
 	})
 	victim := startPushd(t, "killed", cfg)
 	deadline := time.Now().Add(2 * time.Minute)
@@ -367,7 +371,7 @@ func TestReduceAggregateFresh(t *testing.T) {
 	cfg := s.writeConfig(t, "fresh", pipelineOptions{
 		source: kafkaSource(c, group, time.Second),
 		batch:  "{linger: 1s}",
-		schema: fmt.Sprintf(aggregateTable, lateness),
+		schema: fmt.Sprintf(aggregateTable, lateness, "5s"),
 	})
 	p := startPushd(t, "fresh", cfg)
 	p.waitReady(t)
