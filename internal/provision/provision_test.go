@@ -358,3 +358,37 @@ func TestProvisionTableListedWithoutColumns(t *testing.T) {
 		t.Errorf("columns = %q, want the config's", got)
 	}
 }
+
+// TestProvisionPushStreamingSendsOnlyNameAndDataType: a PushStreaming
+// dataset refuses column properties other than name and dataType (the
+// emulator answers 400 InvalidRequest as Power BI does); provision creates
+// one, then adds a column to it, sending only those.
+func TestProvisionPushStreamingSendsOnlyNameAndDataType(t *testing.T) {
+	env := provisiontest.Start(t)
+	streaming := func(p string) string {
+		return strings.Replace(p, "retention: basicFIFO\n", "retention: basicFIFO\n      mode: PushStreaming\n", 1)
+	}
+	first := env.WriteConfig(t, "a.yaml", streaming(provisiontest.Pipeline("live", "Live", "Readings", true,
+		"{name: DeviceId, type: String}")))
+	cfg := load(t, first)
+	c := provisiontest.Client(t, cfg)
+	ctx := context.Background()
+	for _, path := range []string{first, env.WriteConfig(t, "b.yaml", streaming(provisiontest.Pipeline("live", "Live", "Readings", true,
+		"{name: DeviceId, type: String}", "{name: Value, type: Double}")))} {
+		cfg := load(t, path)
+		actions, err := provision.Plan(ctx, c, cfg, provision.Options{})
+		if err != nil || len(actions) != 1 {
+			t.Fatalf("%s: Plan = %v, %v", path, actions, err)
+		}
+		if _, err := provision.Apply(ctx, c, actions); err != nil {
+			t.Fatalf("%s: Apply: %v", path, err)
+		}
+	}
+	ds, err := c.FindDatasetByName(ctx, ws, "Live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tablesOf(t, c, ds.ID)["Readings"]; got != "DeviceId:String,Value:Double" {
+		t.Errorf("columns = %q", got)
+	}
+}
