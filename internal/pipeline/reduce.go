@@ -63,6 +63,12 @@ func newReduceStage(p *Pipeline, r *reduce.Reducer) *reduceStage {
 // sends what that completes. Rows the reduction refuses (late, no event
 // time) go to the dead letter.
 func (st *reduceStage) add(ctx context.Context, b *batcher.Batcher, ev source.Event, tr *batcher.Tracker, rows []json.RawMessage) {
+	// Folded, the event is as good as sent: its source may no longer take
+	// it back (an HTTP caller's 503 must not name an event that lands).
+	if !ev.Claim.Take() {
+		tr.Fail(source.ErrWithdrawn)
+		return
+	}
 	ref := reduce.Ref{Holder: tr}
 	if st.ordered && ev.Meta != nil {
 		ref.Ordered, ref.Topic, ref.Partition, ref.Offset = true, ev.Meta.Topic, ev.Meta.Partition, ev.Meta.Offset

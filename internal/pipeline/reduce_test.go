@@ -502,3 +502,43 @@ func TestReduceLatestAndSampleHoldAcks(t *testing.T) {
 		})
 	}
 }
+
+// claimSource yields two events, the first already withdrawn by its source.
+type claimSource struct {
+	claims [2]source.Claim
+	next   int
+	acks   [2]error
+}
+
+func (c *claimSource) Read(context.Context) (source.Event, source.Ack, error) {
+	if c.next >= 2 {
+		return source.Event{}, nil, source.ErrEndOfInput
+	}
+	i := c.next
+	c.next++
+	ev := source.Event{Data: []byte(reduceEvent("a", time.Duration(i)*time.Second, 1)), Position: fmt.Sprint("claim:", i), Claim: &c.claims[i]}
+	return ev, func(err error) { c.acks[i] = err }, nil
+}
+
+func (c *claimSource) Close(context.Context) error { return nil }
+
+// TestReduceTakesTheClaim: an event its source withdrew is not folded; a
+// folded one can no longer be withdrawn.
+func TestReduceTakesTheClaim(t *testing.T) {
+	src := &claimSource{}
+	src.claims[0].Withdraw()
+	snd := &fakeSender{}
+	p := reducePipeline(t, src, snd, &memDeadLetter{}, aggregateReducer(t, nil), 10)
+	if _, err := p.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(src.acks[0], source.ErrWithdrawn) || src.acks[1] != nil {
+		t.Errorf("acks %v, want ErrWithdrawn then nil", src.acks)
+	}
+	if src.claims[1].Withdraw() {
+		t.Error("a folded event could still be withdrawn")
+	}
+	if len(snd.accepted) != 1 || !strings.Contains(snd.accepted[0], `"events":1`) {
+		t.Errorf("accepted %v, want one row counting only the second event", snd.accepted)
+	}
+}
