@@ -10,10 +10,12 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/daemon"
+	"github.com/pushd/pushd/internal/source"
 )
 
 // runRun is `pushd run`: the daemon's main job.
@@ -59,12 +61,26 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		logger.Debug("soft memory limit set from max_unacked_events", "bytes", limit)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	opts := daemon.Options{Config: cfg, Stdin: stdin, Logger: logger}
 	if status != nil {
 		opts.StatusLine = status
 	}
+	var running atomic.Pointer[daemon.Daemon]
+	opts.Ready = func(d *daemon.Daemon) { running.Store(d) }
+	stopSignals := handleSignals(cancel, func() {
+		// A second signal: the operator wants out now. Say what was done
+		// and what was not, then exit without waiting for the drain.
+		res := daemon.Result{}
+		if d := running.Load(); d != nil {
+			res = d.Snapshot()
+		}
+		printSummary(stdout, res)
+		fmt.Fprintln(stderr, "pushd: second signal: exiting at once; events in flight were not delivered (Kafka: they come again on the next run)")
+		exitNow(exitFailed)
+	})
+	defer stopSignals()
 	res, err := daemon.Run(ctx, opts)
 	if status != nil {
 		status.Done()
@@ -78,6 +94,35 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// exitNow ends the process; tests replace it.
+var exitNow = os.Exit
+
+// handleSignals cancels the run at the first SIGTERM or SIGINT (graceful
+// shutdown within shutdown_timeout) and calls now at the second (exit at
+// once). The returned function stops listening.
+func handleSignals(cancel context.CancelFunc, now func()) func() {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-sigs:
+			now()
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
 }
 
 // Memory bounds: what pushd holds is bounded by design (events in flight
@@ -106,6 +151,21 @@ func memoryLimit(cfg *config.Config) (int64, bool) {
 	return limit, true
 }
 
+// undeliveredHint says what becomes of undelivered events: only Kafka
+// redelivers them; stdin's are named by line in the error that follows the
+// summary; HTTP callers were told with a 503 naming them.
+func undeliveredHint(sourceType string) string {
+	switch sourceType {
+	case source.TypeKafka:
+		return "not committed: they come again on the next run"
+	case source.TypeStdin:
+		return "their lines are named below: feed them again"
+	case source.TypeHTTP:
+		return "their callers were answered 503 naming them"
+	}
+	return "not acknowledged to the source"
+}
+
 // printSummary writes what the run did, one block per pipeline.
 func printSummary(w io.Writer, res daemon.Result) {
 	for _, p := range res.Pipelines {
@@ -113,7 +173,7 @@ func printSummary(w io.Writer, res daemon.Result) {
 		fmt.Fprintf(w, "pipeline %s: %d events read, %d rows accepted in %d requests, %d rows and %d events dead-lettered",
 			p.Name, s.EventsRead, s.RowsAccepted, s.Requests, s.RowsDeadLettered, s.EventsDeadLettered)
 		if s.EventsFailed > 0 {
-			fmt.Fprintf(w, ", %d events NOT delivered (they come again on the next run)", s.EventsFailed)
+			fmt.Fprintf(w, ", %d events NOT delivered (%s)", s.EventsFailed, undeliveredHint(p.Source))
 		}
 		fmt.Fprintln(w)
 		if s.RowsDeadLettered+s.EventsDeadLettered > 0 {

@@ -70,7 +70,10 @@ type Result struct {
 
 // PipelineResult is one pipeline's outcome.
 type PipelineResult struct {
-	Name       string
+	Name string
+	// Source is the pipeline's source type (stdin, kafka, http): whether
+	// undelivered events come again on the next run depends on it.
+	Source     string
 	Target     pushapi.Target
 	DeadLetter string
 	Summary    pipeline.Summary
@@ -371,6 +374,21 @@ func startEmbedded(cfg *config.Config, log *slog.Logger) (*emulator.Server, push
 	return emu, pb, nil
 }
 
+// Snapshot reports what the pipelines did so far, while they run: the
+// summary printed when a second signal ends the process at once.
+func (d *Daemon) Snapshot() Result {
+	var res Result
+	for _, r := range d.pipelines {
+		if r.p == nil {
+			continue
+		}
+		res.Pipelines = append(res.Pipelines, PipelineResult{
+			Name: r.cfg.Name, Source: r.cfg.Source.Type, Target: r.target, DeadLetter: r.cfg.DeadLetter.Path, Summary: r.p.Stats(),
+		})
+	}
+	return res
+}
+
 // closeFloor is the least time a source's close gets after its pipeline
 // ended, even past shutdown_timeout: enough for a Kafka commit.
 const closeFloor = time.Second
@@ -431,7 +449,7 @@ func (d *Daemon) run(ctx context.Context) (Result, error) {
 				err = errors.Join(err, fmt.Errorf("closing the dead letter of pipeline %s: %w", r.cfg.Name, cerr))
 			}
 			r.dl = nil
-			results[i] = PipelineResult{Name: r.cfg.Name, Target: r.target, DeadLetter: r.cfg.DeadLetter.Path, Summary: s, Err: err}
+			results[i] = PipelineResult{Name: r.cfg.Name, Source: r.cfg.Source.Type, Target: r.target, DeadLetter: r.cfg.DeadLetter.Path, Summary: s, Err: err}
 		})
 	}
 	wg.Wait()

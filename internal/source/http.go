@@ -458,13 +458,17 @@ func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format bodyKin
 		eventsLimit: name,
 		room:        func(n int) bool { return h.unacked.Load()+int64(n) <= h.maxUnacked },
 	})
-	// Clear the deadline: past it, the server's background read of the
-	// connection would fail and cancel the request's context while the
-	// handler waits for the events' outcome.
-	_ = rc.SetReadDeadline(time.Time{})
 	if err == nil {
+		// Clear the deadline: past it, the server's background read of
+		// the connection would fail and cancel the request's context while
+		// the handler waits for the events' outcome.
+		_ = rc.SetReadDeadline(time.Time{})
 		return events, true
 	}
+	// The body was not read to its end: close the connection after the
+	// answer rather than let the server read the rest first (the deadline
+	// stays, so that read could not outlast body_read_timeout anyway).
+	w.Header().Set("Connection", "close")
 	var (
 		tooLarge  *http.MaxBytesError
 		tooMany   *errTooManyEvents

@@ -1,10 +1,13 @@
 package source
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -209,5 +212,29 @@ func TestHTTPRetryAfterPassesOnThePause(t *testing.T) {
 	<-first
 	if r.code != http.StatusTooManyRequests || r.header.Get("Retry-After") != "30" {
 		t.Fatalf("status %d Retry-After %q, want 429 and 30", r.code, r.header.Get("Retry-After"))
+	}
+}
+
+// TestHTTPBodyReadTimeout: a body trickling in slower than
+// body_read_timeout is answered 408, so it cannot hold a handler (nor
+// shutdown) longer.
+func TestHTTPBodyReadTimeout(t *testing.T) {
+	cfg := testHTTPConfig()
+	cfg.BodyReadTimeout = 300 * time.Millisecond
+	h, _ := newTestHTTP(t, cfg, HTTPOptions{})
+	conn, err := net.Dial("tcp", h.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: pushd\r\nContent-Length: 100\r\n\r\n{")
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a trickling body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("status %d, want 408", resp.StatusCode)
 	}
 }

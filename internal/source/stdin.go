@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -72,7 +74,17 @@ type Stdin struct {
 	pending []stdinLine // lines taken from the channel, not yet returned
 
 	read, acked, deadLettered, failed atomic.Int64
+	lastLine                          atomic.Int64 // line of the last event returned by Read
+	ended                             atomic.Bool  // Read returned ErrEndOfInput: all input read
+
+	failedMu    sync.Mutex
+	failedLines []int64 // lines of the events acked with an error (rare)
 }
+
+// ErrStoppedEarly is wrapped by Stdin.Close when reading stopped before the
+// end of the input (a signal, a fatal error): the lines after the one it
+// names were not read, and would be lost if the input were thrown away.
+var ErrStoppedEarly = errors.New("stopped before the end of the input")
 
 var _ Source = (*Stdin)(nil)
 
@@ -80,6 +92,7 @@ var _ Source = (*Stdin)(nil)
 type stdinLine struct {
 	data []byte
 	pos  string
+	line int64
 	err  error
 	done atomic.Bool // set by the first ack
 }
@@ -132,6 +145,9 @@ func (s *Stdin) Read(ctx context.Context) (Event, Ack, error) {
 		select {
 		case batch, ok := <-s.lines:
 			if !ok {
+				if errors.Is(s.end, ErrEndOfInput) {
+					s.ended.Store(true)
+				}
 				return Event{}, nil, s.end
 			}
 			s.pending = batch
@@ -144,6 +160,7 @@ func (s *Stdin) Read(ctx context.Context) (Event, Ack, error) {
 	l := &s.pending[0]
 	s.pending = s.pending[1:]
 	s.read.Add(1)
+	s.lastLine.Store(l.line)
 	return Event{Data: l.data, Position: l.pos, Err: l.err}, func(err error) { s.ack(l, err) }, nil
 }
 
@@ -159,6 +176,9 @@ func (s *Stdin) ack(l *stdinLine, err error) {
 		s.deadLettered.Add(1)
 	default:
 		s.failed.Add(1)
+		s.failedMu.Lock()
+		s.failedLines = append(s.failedLines, l.line)
+		s.failedMu.Unlock()
 	}
 }
 
@@ -174,19 +194,63 @@ func (s *Stdin) Stats() StdinStats {
 	return st
 }
 
-// Close stops reading: a Read waiting now or later returns an error. It
-// returns an error wrapping ErrUndelivered when some events read were acked
-// with an error or never acked (call it after the pipeline has drained), so
-// that a run that lost input does not look clean. Close does not close the
-// reader. Later calls do the same check.
+// Close stops reading: a Read waiting now or later returns an error. Call
+// it after the pipeline has drained. It returns an error wrapping
+// ErrUndelivered, naming their lines, when some events read were acked with
+// an error or never acked; and one wrapping ErrStoppedEarly, naming the
+// last line read, when reading stopped before the end of the input; so
+// that a run that lost input does not look clean (`pushd run < f && rm f`
+// keeps f). Close does not close the reader. Later calls do the same check.
 func (s *Stdin) Close(context.Context) error {
 	s.close.Do(func() { close(s.stop) })
+	var errs []error
 	st := s.Stats()
 	if st.Failed > 0 || st.Unacked > 0 {
-		return fmt.Errorf("%s: %d of %d events read not delivered (%d failed, %d never acknowledged): %w",
-			s.name, st.Failed+st.Unacked, st.Read, st.Failed, st.Unacked, ErrUndelivered)
+		s.failedMu.Lock()
+		lines := lineRanges(s.failedLines, 20)
+		s.failedMu.Unlock()
+		detail := ""
+		if lines != "" {
+			detail = "; failed: line " + lines
+		}
+		errs = append(errs, fmt.Errorf("%s: %d of %d events read not delivered (%d failed, %d never acknowledged%s): %w",
+			s.name, st.Failed+st.Unacked, st.Read, st.Failed, st.Unacked, detail, ErrUndelivered))
 	}
-	return nil
+	if !s.ended.Load() {
+		last := s.lastLine.Load()
+		errs = append(errs, fmt.Errorf("%s: %w, after line %d: the lines after it were not read; feed them again (tail -n +%d)",
+			s.name, ErrStoppedEarly, last, last+1))
+	}
+	return errors.Join(errs...)
+}
+
+// lineRanges formats line numbers as sorted ranges ("4-6, 9"), at most max
+// of them, then the count of the rest.
+func lineRanges(lines []int64, max int) string {
+	sorted := slices.Clone(lines)
+	slices.Sort(sorted)
+	var b strings.Builder
+	ranges := 0
+	for i := 0; i < len(sorted); {
+		j := i
+		for j+1 < len(sorted) && sorted[j+1] <= sorted[j]+1 {
+			j++
+		}
+		if ranges == max {
+			fmt.Fprintf(&b, " and %d more lines", len(sorted)-i)
+			break
+		}
+		if ranges > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.FormatInt(sorted[i], 10))
+		if sorted[j] != sorted[i] {
+			b.WriteString("-" + strconv.FormatInt(sorted[j], 10))
+		}
+		ranges++
+		i = j + 1
+	}
+	return b.String()
 }
 
 // run is the reader goroutine: it cuts the input into lines and hands them
@@ -206,7 +270,7 @@ func (s *Stdin) run() {
 	)
 	emit := func(data []byte, err error) {
 		pos = strconv.AppendInt(append(pos[:0], "stdin:"...), lineNo, 10)
-		batch = append(batch, stdinLine{data: data, pos: string(pos), err: err})
+		batch = append(batch, stdinLine{data: data, pos: string(pos), line: lineNo, err: err})
 		shared = true
 	}
 	// line handles one complete line (without its '\n').

@@ -181,8 +181,9 @@ func TestStdinContext(t *testing.T) {
 			got <- err
 		}()
 		synctest.Wait()
-		if err := s.Close(t.Context()); err != nil {
-			t.Errorf("Close = %v", err)
+		// The input did not end: Close says where reading stopped.
+		if err := s.Close(t.Context()); !errors.Is(err, ErrStoppedEarly) || !strings.Contains(err.Error(), "after line 1") {
+			t.Errorf("Close = %v, want ErrStoppedEarly after line 1", err)
 		}
 		if err := <-got; err == nil || errors.Is(err, ErrEndOfInput) {
 			t.Errorf("Read after Close = %v, want a closed error", err)
@@ -214,14 +215,17 @@ func TestStdinAcks(t *testing.T) {
 		acks      []error // one per event read; nil entry with skip = never acked
 		never     []bool
 		want      StdinStats
-		wantClose bool // Close reports undelivered events
+		wantClose bool   // Close reports undelivered events
+		wantLines string // the failed lines Close names
 	}{
 		{"all delivered", []error{nil, nil, nil, nil, nil, nil}, nil,
-			StdinStats{Read: 6, Acked: 6}, false},
+			StdinStats{Read: 6, Acked: 6}, false, ""},
 		{"dead-lettered counts as done", []error{nil, fmt.Errorf("row: %w", ErrDeadLettered), nil, nil, ErrDeadLettered, nil}, nil,
-			StdinStats{Read: 6, Acked: 4, DeadLettered: 2}, false},
+			StdinStats{Read: 6, Acked: 4, DeadLettered: 2}, false, ""},
 		{"failed and never acked", []error{nil, errors.New("post failed"), nil, nil, nil, nil}, []bool{false, false, true, false, true, false},
-			StdinStats{Read: 6, Acked: 3, Failed: 1, Unacked: 2}, true},
+			StdinStats{Read: 6, Acked: 3, Failed: 1, Unacked: 2}, true, "2"},
+		{"failed lines as ranges", []error{errors.New("x"), errors.New("x"), nil, errors.New("x"), errors.New("x"), errors.New("x")}, nil,
+			StdinStats{Read: 6, Acked: 1, Failed: 5}, true, "1-2, 4-6"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -246,6 +250,9 @@ func TestStdinAcks(t *testing.T) {
 			}
 			if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("%d failed, %d never acknowledged", tt.want.Failed, tt.want.Unacked)) {
 				t.Errorf("Close error %q does not give the counts", err)
+			}
+			if tt.wantLines != "" && (err == nil || !strings.Contains(err.Error(), "failed: line "+tt.wantLines)) {
+				t.Errorf("Close error %q does not name the failed lines %s", err, tt.wantLines)
 			}
 		})
 	}
