@@ -151,3 +151,78 @@ func postUntilDone(t *testing.T, url, key string, body []byte) []int {
 	t.Errorf("POST %s: not answered 200 in 3 minutes (answers %v)", key, codes)
 	return codes
 }
+
+// TestHTTPRequestsDuringDrainAreRefusedAtOnce: once shutdown starts, while
+// the pipeline still drains (its send hangs), a new request is answered
+// 503 with Retry-After at once instead of being held until the end.
+func TestHTTPRequestsDuringDrainAreRefusedAtOnce(t *testing.T) {
+	emu, ca := testEmulator(t, func(c *emulator.Config) { c.Faults.Latency = time.Minute })
+	if _, err := emu.CreateDataset(testWorkspace, emulator.CreateDatasetRequest{
+		Name: "Ingest", DefaultMode: "Push",
+		Tables: []emulator.Table{{Name: "Events", Columns: []emulator.Column{{Name: "Seq", DataType: "Int64"}}}},
+	}, emulator.RetentionNone); err != nil {
+		t.Fatal(err)
+	}
+	cfg := loadConfig(t, powerbiSection(emu, ca)+fmt.Sprintf(`
+shutdown_timeout: 20s
+pipelines:
+  - name: ingest
+    source:
+      type: http
+      http:
+        listen: 127.0.0.1:0
+    target:
+      workspace_id: %s
+      dataset_name: Ingest
+      table: Events
+    schema:
+      columns:
+        - {name: Seq, type: Int64, from: seq}
+    batch: {linger: 10ms}
+    dead_letter:
+      path: %s
+`, testWorkspace, filepath.Join(t.TempDir(), "dl.ndjson")))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, Options{Config: cfg, Ready: func(d *Daemon) { addr <- d.HTTPSourceAddr("ingest") }})
+		done <- err
+	}()
+	url := "http://" + <-addr + "/v1/events"
+	go func() {
+		if resp, err := http.Post(url, "application/x-ndjson", bytes.NewReader([]byte("{\"seq\":1}\n"))); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	for emu.Stats().MaxInFlight == 0 {
+		time.Sleep(20 * time.Millisecond) // the first request's batch is posted and hangs
+	}
+	cancel()
+	var resp *http.Response
+	for {
+		// Until the drain has begun, a request may still be queued; then
+		// every request is refused. The first request holds the drain for
+		// up to shutdown_timeout (20 s), so a refusal now is "at once".
+		r, err := http.Post(url, "application/x-ndjson", bytes.NewReader([]byte("{\"seq\":2}\n")))
+		if err != nil {
+			t.Fatalf("POST during drain: %v", err)
+		}
+		if r.StatusCode == http.StatusServiceUnavailable {
+			resp = r
+			break
+		}
+		r.Body.Close()
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("503 during drain without Retry-After: %s", body)
+	}
+	select {
+	case <-done:
+		t.Fatal("Run ended before the request was refused: the test proves nothing")
+	default:
+	}
+}
