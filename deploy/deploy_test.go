@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/pushd/pushd/internal/config"
+	"github.com/pushd/pushd/internal/pushapi"
 	"github.com/pushd/pushd/internal/source"
 )
 
@@ -264,6 +265,21 @@ func checkWorkload(t *testing.T, m manifest, spec obj, lookup func(kind, name st
 			}
 		}
 
+		// The AKS workload identity webhook's variables, in a pod that asks
+		// for them with a service account that names the identity.
+		labels, _ := get(m.doc, "spec", "template", "metadata", "labels").(obj)
+		sa := lookup("ServiceAccount", str(spec, "serviceAccountName"))
+		clientID := str(sa, "metadata", "annotations", "azure.workload.identity/client-id")
+		if labels["azure.workload.identity/use"] == "true" {
+			if clientID == "" {
+				t.Errorf("pod label azure.workload.identity/use is set, but its ServiceAccount %q (in %s) has no azure.workload.identity/client-id annotation", str(spec, "serviceAccountName"), m.file)
+			}
+			for k, v := range map[string]string{"AZURE_CLIENT_ID": clientID, "AZURE_TENANT_ID": fakeEnv("AZURE_TENANT_ID"),
+				"AZURE_AUTHORITY_HOST": "https://login.microsoftonline.com/", "AZURE_FEDERATED_TOKEN_FILE": "/var/run/secrets/azure/tokens/azure-identity-token"} {
+				env[k] = v
+			}
+		}
+
 		// The files the pod mounts: the config from a ConfigMap, secrets
 		// from Secrets. writable are the mounts pushd may write to.
 		files := map[string]string{}
@@ -321,6 +337,9 @@ func checkWorkload(t *testing.T, m manifest, spec obj, lookup func(kind, name st
 		}
 
 		// The config fits the pod.
+		if cfg.PowerBI.Auth.ResolvedMethod() == pushapi.AuthWorkloadIdentity && labels["azure.workload.identity/use"] != "true" {
+			t.Errorf("%s: auth method workload_identity, but the pod lacks the label azure.workload.identity/use: \"true\" (the webhook injects nothing)", cfgPath)
+		}
 		if source.IsLoopback(cfg.Metrics.Listen) {
 			t.Errorf("%s: metrics.listen %s is loopback: the kubelet's probes cannot reach it (use 0.0.0.0:%d)", cfgPath, cfg.Metrics.Listen, metricsPort)
 		}

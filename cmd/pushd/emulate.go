@@ -29,6 +29,8 @@ func runEmulate(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 type emulateOptions struct {
 	caOut          string
 	clientCertFile string
+	federated      emulator.FederatedCredential
+	federatedKey   string
 	noQuotas       bool
 	tokenOutage    bool
 	logLevel       string
@@ -49,6 +51,10 @@ func emulateFlagSet(cfg *emulator.Config, o *emulateOptions) *flag.FlagSet {
 	fs.StringVar(&cfg.ClientID, "client-id", cfg.ClientID, "client (application) id accepted by the token endpoint")
 	fs.StringVar(&cfg.ClientSecret, "client-secret", cfg.ClientSecret, "client secret accepted for --client-id")
 	fs.StringVar(&o.clientCertFile, "client-cert", "", "PEM file of certificates accepted for --client-id's certificate (client_assertion) sign-in")
+	fs.StringVar(&o.federated.Issuer, "federated-issuer", "", "issuer (e.g. an AKS cluster's OIDC issuer URL) of federated tokens --client-id may sign in with (workload identity; needs --federated-subject and --federated-key)")
+	fs.StringVar(&o.federated.Subject, "federated-subject", "", "subject of the federated tokens trusted, e.g. system:serviceaccount:NAMESPACE:NAME (matched exactly)")
+	fs.StringVar(&o.federated.Audience, "federated-audience", emulator.AzureADTokenExchange, "audience the federated tokens must carry")
+	fs.StringVar(&o.federatedKey, "federated-key", "", "PEM file with the public key(s) or certificate(s) that verify the federated tokens' signature (the issuer's JWKS)")
 	fs.StringVar(&cfg.IdentityHeader, "identity-header", cfg.IdentityHeader, "X-IDENTITY-HEADER value the managed-identity endpoint demands (IDENTITY_HEADER)")
 	fs.StringVar(&cfg.ManagedIdentityClientID, "managed-identity-client-id", cfg.ManagedIdentityClientID, "client id reported for the system-assigned managed identity")
 	fs.DurationVar(&cfg.TokenLifetime, "token-lifetime", cfg.TokenLifetime, "lifetime of issued access tokens")
@@ -149,6 +155,19 @@ func emulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.ClientCertificates = certs
 	}
+	if o.federated.Issuer != "" || o.federated.Subject != "" || o.federatedKey != "" {
+		if o.federated.Issuer == "" || o.federated.Subject == "" || o.federatedKey == "" {
+			fmt.Fprintln(stderr, "pushd emulate: --federated-issuer, --federated-subject and --federated-key go together")
+			return exitUsage
+		}
+		keys, err := emulator.ReadPublicKeys(o.federatedKey)
+		if err != nil {
+			fmt.Fprintf(stderr, "pushd emulate: --federated-key: %v\n", err)
+			return exitUsage
+		}
+		o.federated.Keys = keys
+		cfg.FederatedCredentials = append(cfg.FederatedCredentials, o.federated)
+	}
 	if o.caOut != "" && !cfg.TLS {
 		fmt.Fprintln(stderr, "pushd emulate: --ca-out needs --tls")
 		return exitUsage
@@ -187,6 +206,9 @@ func emulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(&b, "  tenant:          %s\n", cfg.Tenant)
 	fmt.Fprintf(&b, "  client id:       %s\n", cfg.ClientID)
 	fmt.Fprintf(&b, "  client secret:   %s\n", cfg.ClientSecret)
+	for _, f := range cfg.FederatedCredentials {
+		fmt.Fprintf(&b, "  federated:       issuer %s, subject %s, audience %s\n", f.Issuer, f.Subject, f.Audience)
+	}
 	fmt.Fprintf(&b, "  managed identity: IDENTITY_ENDPOINT=%s IDENTITY_HEADER=%s\n", s.ManagedIdentityEndpoint(), cfg.IdentityHeader)
 	if o.caOut != "" {
 		fmt.Fprintf(&b, "  CA certificate:  %s\n", o.caOut)

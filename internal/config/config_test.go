@@ -34,8 +34,8 @@ func TestLoadFullConfig(t *testing.T) {
 		{"cloud", cfg.PowerBI.Cloud, "usgov"},
 		{"timeout", cfg.PowerBI.Timeout, 45 * time.Second},
 		{"tenant from ${VAR:-default}", cfg.PowerBI.Auth.TenantID, "contoso.onmicrosoft.com"},
-		{"client secret read from _file, newline trimmed", cfg.PowerBI.Auth.ClientSecret.Reveal(), "s3cret-from-file"},
-		{"client secret file cleared once read", cfg.PowerBI.Auth.ClientSecretFile, ""},
+		{"client secret file kept: pushapi re-reads it when it rotates", cfg.PowerBI.Auth.ClientSecretFile, "/secrets/client-secret"},
+		{"client secret not copied out of its file", cfg.PowerBI.Auth.ClientSecret.Reveal(), ""},
 		{"bearer token file cleared once read", side.Source.HTTP.BearerTokenFile, ""},
 		{"retry set", cfg.PowerBI.Retry.InitialBackoff, 250 * time.Millisecond},
 		{"retry default kept beside set keys", cfg.PowerBI.Retry.MaxRetryAfter, time.Hour},
@@ -286,7 +286,7 @@ func TestRedactedHidesSecrets(t *testing.T) {
 			t.Errorf("dump shows secret %q:\n%s", secret, text)
 		}
 	}
-	for _, want := range []string{"client_secret: <redacted>", "password: <redacted>", "bearer_token: <redacted>",
+	for _, want := range []string{"client_secret_file: /secrets/client-secret", "password: <redacted>", "bearer_token: <redacted>",
 		"max_rows: 5000", "linger: 250ms"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("dump lacks %q:\n%s", want, text)

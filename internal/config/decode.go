@@ -146,9 +146,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 
 // readSecretFiles fills each secret.Value field K of v whose sibling K_file
 // names a file with that file's content, without its trailing newline, and
-// clears K_file, so that consumers see one secret. The exception is
-// powerbi.auth.token_file, which pushapi re-reads when the file changes:
-// it is only checked here.
+// clears K_file, so that consumers see one secret. The exceptions are
+// powerbi.auth.token_file and client_secret_file, which pushapi re-reads
+// when the file changes: they are only checked here.
 func (d *decoder) readSecretFiles(v reflect.Value, path string, info structInfo, lines map[string]int) {
 	secretType := reflect.TypeFor[secret.Value]()
 	for _, key := range info.keys {
@@ -179,8 +179,10 @@ func (d *decoder) readSecretFiles(v reflect.Value, path string, info structInfo,
 			d.add(filePath, line, "file %s is empty", file)
 			continue
 		}
-		if v.Type() == reflect.TypeFor[pushapi.AuthConfig]() && key == "token" {
-			continue // pushapi re-reads token_file when it changes: keep the path
+		if v.Type() == reflect.TypeFor[pushapi.AuthConfig]() && (key == "token" || key == "client_secret") {
+			// pushapi re-reads token_file and client_secret_file when they
+			// change (a rotated secret without a restart): keep the path.
+			continue
 		}
 		field.SetString(text)
 		v.FieldByIndex(fileIndex).SetString("")

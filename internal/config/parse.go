@@ -27,6 +27,12 @@ func parse(data []byte, name string, opts Options) (*Config, error) {
 			cfg.Pipelines[i].DeadLetter.Path = DefaultDeadLetterPath(cfg.Pipelines[i].Name)
 		}
 	}
+	// workload_identity takes what the AKS webhook injects (AZURE_CLIENT_ID
+	// and friends) for the keys the file leaves empty.
+	cfg.PowerBI = cfg.PowerBI.WithEnvironment(func(n string) string {
+		v, _ := opts.LookupEnv(n)
+		return v
+	})
 	problems := d.problems
 	// A key whose value could not be decoded already has its problem; what
 	// validation says about the default left in its place would mislead.

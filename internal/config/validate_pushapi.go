@@ -45,7 +45,7 @@ func validatePowerBI(c pushapi.Config, embedded bool) error {
 		}
 	}
 	method := c.Auth.ResolvedMethod()
-	msal := method == pushapi.AuthClientSecret || method == pushapi.AuthClientCertificate
+	msal := method == pushapi.AuthClientSecret || method == pushapi.AuthClientCertificate || method == pushapi.AuthWorkloadIdentity
 	if u, err := url.Parse(c.AuthorityURL); c.AuthorityURL != "" && err == nil && u.Scheme == "http" && msal {
 		errs.add("authority_url", "must be https with auth method %s (MSAL accepts only https authorities), got %q", method, pushapi.RedactURL(c.AuthorityURL))
 	}
@@ -65,6 +65,7 @@ func unusedAuthKeys(a pushapi.AuthConfig, method string) error {
 	uses := map[string][]string{
 		pushapi.AuthClientSecret:      {"tenant_id", "client_id", "client_secret", "client_secret_file"},
 		pushapi.AuthClientCertificate: {"tenant_id", "client_id", "certificate_file", "send_x5c"},
+		pushapi.AuthWorkloadIdentity:  {"tenant_id", "client_id", "federated_token_file"},
 		pushapi.AuthManagedIdentity:   {"managed_identity_client_id", "managed_identity_resource_id"},
 		pushapi.AuthStaticToken:       {"token", "token_file"},
 	}
@@ -83,6 +84,7 @@ func unusedAuthKeys(a pushapi.AuthConfig, method string) error {
 		{"client_secret_file", a.ClientSecretFile != ""},
 		{"certificate_file", a.CertificateFile != ""},
 		{"send_x5c", a.SendX5C},
+		{"federated_token_file", a.FederatedTokenFile != ""},
 		{"managed_identity_client_id", a.ManagedIdentityClientID != ""},
 		{"managed_identity_resource_id", a.ManagedIdentityResourceID != ""},
 		{"token", a.Token != ""},
@@ -203,5 +205,5 @@ func prefixErrors(section string, err error) errorList {
 // identity, which cannot use My workspace.
 func isServicePrincipal(method string) bool {
 	return method == pushapi.AuthClientSecret || method == pushapi.AuthClientCertificate ||
-		method == pushapi.AuthManagedIdentity
+		method == pushapi.AuthWorkloadIdentity || method == pushapi.AuthManagedIdentity
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -191,10 +192,13 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 	pm := pushapi.NewMetrics(reg)
 	tokens, err := pushapi.NewTokenProvider(pbCfg, httpClient, log.With("component", "auth"), pm)
 	if err != nil {
-		return d, fmt.Errorf("powerbi.auth: %w", err)
+		return d, &CredentialError{Err: fmt.Errorf("powerbi.auth: %w", err)}
 	}
 	tokens = &announcedTokens{TokenProvider: tokens, method: pbCfg.Auth.ResolvedMethod(), log: log}
 	d.tokens = tokens
+	if err := checkCredential(ctx, tokens, log); err != nil {
+		return d, err
+	}
 	client, err := pushapi.NewClient(pbCfg, tokens, httpClient, pushapi.ClientOptions{Logger: log.With("component", "powerbi"), Metrics: pm})
 	if err != nil {
 		return d, fmt.Errorf("powerbi: %w", err)
@@ -326,6 +330,39 @@ func quotaRowsPerSecond(pc config.Pipeline) float64 {
 	return min(rows, requests)
 }
 
+// CredentialError is a credential pushd cannot sign in with: unreadable or
+// malformed (a missing file, an encrypted key) or refused by Entra ID for
+// good at start (unknown tenant or client, wrong secret, unregistered
+// certificate, unmatched federated credential). Retrying cannot help: the
+// configuration or the app registration must change.
+type CredentialError struct{ Err error }
+
+// Error implements error.
+func (e *CredentialError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause (often a *pushapi.AuthError with the AADSTS code).
+func (e *CredentialError) Unwrap() error { return e.Err }
+
+// startTokenTimeout bounds the sign-in at start.
+const startTokenTimeout = 8 * time.Second
+
+// checkCredential signs in once at start. A credential Entra ID refuses for
+// good ends the run at once (a CredentialError); any other failure (the
+// authority unreachable, a 5xx) is logged and left to the requests' retries.
+func checkCredential(ctx context.Context, tokens pushapi.TokenProvider, log *slog.Logger) error {
+	tctx, cancel := context.WithTimeout(ctx, startTokenTimeout)
+	defer cancel()
+	_, err := tokens.Token(tctx)
+	switch {
+	case err == nil || ctx.Err() != nil:
+		return nil
+	case pushapi.IsCredentialRefused(err):
+		return &CredentialError{Err: fmt.Errorf("powerbi.auth: Entra ID refuses the credential: %w", err)}
+	}
+	log.Warn("no token from Entra ID at start; requests retry with backoff", "err", err)
+	return nil
+}
+
 // startEmbedded starts the in-process emulator over HTTPS (MSAL accepts
 // only https authorities) and returns the Power BI config pointed at it,
 // with the credentials it accepts where the config gives none.
@@ -349,10 +386,19 @@ func startEmbedded(cfg *config.Config, log *slog.Logger) (*emulator.Server, push
 	ec.ClientID = a.ClientID
 	switch a.ResolvedMethod() {
 	case pushapi.AuthClientSecret:
-		if a.ClientSecret == "" {
+		switch {
+		case a.ClientSecretFile != "":
+			b, err := os.ReadFile(a.ClientSecretFile)
+			if err != nil {
+				return nil, pb, fmt.Errorf("powerbi.auth.client_secret_file: %w", err)
+			}
+			ec.ClientSecret = strings.TrimSpace(string(b))
+		case a.ClientSecret == "":
 			a.ClientSecret = secret.Value(emulator.DefaultClientSecret)
+			fallthrough
+		default:
+			ec.ClientSecret = a.ClientSecret.Reveal()
 		}
-		ec.ClientSecret = a.ClientSecret.Reveal()
 	case pushapi.AuthClientCertificate:
 		pemData, err := os.ReadFile(a.CertificateFile)
 		if err != nil {

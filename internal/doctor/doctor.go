@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"syscall"
@@ -242,6 +243,9 @@ func tokenDetail(pb pushapi.Config) string {
 	switch method {
 	case pushapi.AuthClientSecret, pushapi.AuthClientCertificate:
 		return fmt.Sprintf("%s: token obtained for client %s in tenant %s", method, a.ClientID, a.TenantID)
+	case pushapi.AuthWorkloadIdentity:
+		a = pb.WithEnvironment(os.Getenv).Auth
+		return fmt.Sprintf("%s: token obtained for client %s in tenant %s with the federated token in %s", method, a.ClientID, a.TenantID, a.FederatedTokenFile)
 	case pushapi.AuthStaticToken:
 		return "static_token: a token is configured (whether Power BI accepts it shows in the workspace check)"
 	}
@@ -266,6 +270,16 @@ var aadstsHelp = map[string][2]string{
 		"upload the certificate's public part (.cer/.pem) to the app registration (Certificates & secrets → Certificates); certificate_file must hold that certificate and its private key"},
 	"AADSTS700024": {"the client assertion is outside its valid time range",
 		"synchronise this machine's clock (NTP)"},
+	"AADSTS70021": {"the app has no federated credential matching the presented token",
+		"add a federated credential to the app registration (or user-assigned identity) named by client_id: Certificates & secrets → Federated credentials → Kubernetes, with the cluster's OIDC issuer URL, the namespace and service account of the pod, audience api://AzureADTokenExchange"},
+	"AADSTS700211": {"no federated credential of the app trusts the token's issuer",
+		"set the federated credential's issuer to the cluster's OIDC issuer URL exactly (az aks show --query oidcIssuerProfile.issuerUrl), trailing slash included"},
+	"AADSTS700212": {"no federated credential of the app accepts the token's audience",
+		"set the federated credential's audience to api://AzureADTokenExchange (what the workload identity webhook requests)"},
+	"AADSTS700213": {"no federated credential of the app matches the token's subject",
+		"set the federated credential's subject to system:serviceaccount:<namespace>:<service account> of the pod (case-sensitive), or run the pod with that service account"},
+	"AADSTS7002138": {"the token's subject matches a federated credential only without regard to case",
+		"write the federated credential's subject with the exact case of the namespace and service account name"},
 	"AADSTS7000112": {"the application is disabled",
 		"enable the app's service principal (Entra ID → Enterprise applications → your app → Properties → Enabled for users to sign in)"},
 	"AADSTS500011": {"the Power BI resource was not found in the tenant",

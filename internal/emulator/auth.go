@@ -291,33 +291,51 @@ func (s *Server) scopeResource(w http.ResponseWriter, r *http.Request, scope str
 // assertion skew tolerated on exp and nbf, as Entra does.
 const assertionSkew = 5 * time.Minute
 
-// checkAssertion verifies a client_assertion JWT: signature (RS256, PS256
-// or ES256) by a certificate registered for the client (chosen by x5t#S256
-// or x5t when present), aud = this token endpoint, iss = sub = client id,
-// and the validity times. It returns 0 or the AADSTS code and text.
+// assertionHeader is the JOSE header of a client assertion.
+type assertionHeader struct {
+	Alg     string   `json:"alg"`
+	X5t     string   `json:"x5t"`
+	X5tS256 string   `json:"x5t#S256"`
+	X5c     []string `json:"x5c"`
+}
+
+// assertionClaims are the claims of a client assertion the emulator checks.
+type assertionClaims struct {
+	Aud json.RawMessage `json:"aud"`
+	Iss string          `json:"iss"`
+	Sub string          `json:"sub"`
+	Exp json.Number     `json:"exp"`
+	Nbf json.Number     `json:"nbf"`
+}
+
+// checkAssertion verifies a client_assertion JWT. One whose iss or sub is
+// the client id is a certificate assertion (checkCertAssertion); any other
+// is a federated token (checkFederated). It returns 0 or the AADSTS code
+// and text.
 func (s *Server) checkAssertion(r *http.Request, tenant string, c Client, jwt string) (int, string) {
 	parts := strings.Split(jwt, ".")
 	if len(parts) != 3 {
 		return 50027, "JWT token is invalid or malformed."
 	}
-	var header struct {
-		Alg     string `json:"alg"`
-		X5t     string `json:"x5t"`
-		X5tS256 string `json:"x5t#S256"`
-	}
-	var claims struct {
-		Aud json.RawMessage `json:"aud"`
-		Iss string          `json:"iss"`
-		Sub string          `json:"sub"`
-		Exp json.Number     `json:"exp"`
-		Nbf json.Number     `json:"nbf"`
-	}
+	var header assertionHeader
+	var claims assertionClaims
 	if err := decodeSegment(parts[0], &header); err != nil {
 		return 50027, "JWT token is invalid or malformed (header)."
 	}
 	if err := decodeSegment(parts[1], &claims); err != nil {
 		return 50027, "JWT token is invalid or malformed (claims)."
 	}
+	if !strings.EqualFold(claims.Iss, c.ID) && !strings.EqualFold(claims.Sub, c.ID) {
+		return s.checkFederated(c, jwt, header, claims)
+	}
+	return s.checkCertAssertion(r, tenant, c, parts, header, claims)
+}
+
+// checkCertAssertion verifies a certificate assertion: signature (RS256,
+// PS256 or ES256) by a certificate registered for the client (chosen by
+// x5t#S256 or x5t when present), aud = this token endpoint, iss = sub =
+// client id, and the validity times.
+func (s *Server) checkCertAssertion(r *http.Request, tenant string, c Client, parts []string, header assertionHeader, claims assertionClaims) (int, string) {
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil {
 		return 50027, "JWT token is invalid or malformed (signature)."
@@ -362,6 +380,11 @@ func (s *Server) checkAssertion(r *http.Request, tenant string, c Client, jwt st
 	if !strings.EqualFold(claims.Iss, c.ID) || !strings.EqualFold(claims.Sub, c.ID) {
 		return 700021, fmt.Sprintf("Client assertion application identifier doesn't match 'client_id' parameter (iss %q, sub %q).", claims.Iss, claims.Sub)
 	}
+	return s.checkAssertionTimes(claims)
+}
+
+// checkAssertionTimes checks exp (required) and nbf with Entra's skew.
+func (s *Server) checkAssertionTimes(claims assertionClaims) (int, string) {
 	now := s.now()
 	exp, err := numericDate(claims.Exp)
 	if err != nil || exp.IsZero() {
@@ -377,17 +400,21 @@ func (s *Server) checkAssertion(r *http.Request, tenant string, c Client, jwt st
 	return 0, ""
 }
 
+// audiences reads an aud claim: a string or an array of strings.
+func audiences(raw json.RawMessage) []string {
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		return []string{one}
+	}
+	var many []string
+	_ = json.Unmarshal(raw, &many)
+	return many
+}
+
 // audienceOK accepts this server's token endpoint for the tenant (any host
 // spelling the client reached us by, case-insensitively).
 func (s *Server) audienceOK(r *http.Request, tenant string, raw json.RawMessage) bool {
-	var auds []string
-	var one string
-	if json.Unmarshal(raw, &one) == nil {
-		auds = []string{one}
-	} else if json.Unmarshal(raw, &auds) != nil {
-		return false
-	}
-	for _, a := range auds {
+	for _, a := range audiences(raw) {
 		u, err := url.Parse(a)
 		if err != nil {
 			continue

@@ -220,6 +220,9 @@ type Client struct {
 	// Certificates are accepted for client_assertion JWTs (RS256 or PS256,
 	// located by their x5t / x5t#S256 thumbprint).
 	Certificates []*x509.Certificate
+	// Federated are the client's federated identity credentials: outside
+	// issuers whose tokens it may sign in with (AKS workload identity).
+	Federated []FederatedCredential
 }
 
 // Config configures a Server. Start with DefaultConfig.
@@ -237,6 +240,8 @@ type Config struct {
 	ClientID           string
 	ClientSecret       string
 	ClientCertificates []*x509.Certificate
+	// FederatedCredentials are ClientID's federated identity credentials.
+	FederatedCredentials []FederatedCredential
 	// Clients registers further clients.
 	Clients []Client
 	// IdentityHeader is the X-IDENTITY-HEADER value the App Service style

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -75,6 +76,48 @@ func (e *AuthError) Unwrap() error { return e.err }
 
 var aadstsPattern = regexp.MustCompile(`AADSTS\d+`)
 
+// refusedForGood are Entra ID's codes for a credential refused until
+// someone changes the configuration, the secret or the app registration,
+// with what each means.
+var refusedForGood = map[string]string{
+	"AADSTS7000215": "invalid client secret (its Value, not its Secret ID, is needed)",
+	"AADSTS7000222": "the client secret has expired",
+	"AADSTS700016":  "unknown application: wrong client_id, or the app is in another tenant",
+	"AADSTS90002":   "unknown tenant: wrong tenant_id or cloud",
+	"AADSTS900023":  "tenant_id is not a valid tenant identifier",
+	"AADSTS7000218": "no client credential was sent",
+	"AADSTS700027":  "the certificate is not registered with the app, or its key does not match",
+	"AADSTS700021":  "the client assertion names another application",
+	"AADSTS50027":   "the client assertion is malformed",
+	"AADSTS7000112": "the application is disabled",
+	"AADSTS500011":  "the Power BI resource is not in the tenant",
+	"AADSTS53003":   "blocked by a Conditional Access policy",
+	"AADSTS70021":   "the app has no federated credential matching the token",
+	"AADSTS700211":  "no federated credential trusts the token's issuer",
+	"AADSTS700212":  "no federated credential accepts the token's audience",
+	"AADSTS700213":  "no federated credential matches the token's subject",
+	"AADSTS7002138": "the token's subject matches a federated credential only without case",
+}
+
+// Refused reports whether Entra ID refused the credential itself (unknown
+// tenant or client, wrong or expired secret, unregistered certificate,
+// unmatched federated credential): the same request cannot succeed until
+// the configuration, the secret or the app registration changes.
+func (e *AuthError) Refused() bool {
+	_, ok := refusedForGood[e.AADSTS]
+	return ok
+}
+
+// Meaning says in words what Entra ID's code means, "" when pushd does not
+// know it.
+func (e *AuthError) Meaning() string { return refusedForGood[e.AADSTS] }
+
+// IsCredentialRefused reports whether err holds an AuthError that Refused.
+func IsCredentialRefused(err error) bool {
+	var ae *AuthError
+	return errors.As(err, &ae) && ae.Refused()
+}
+
 // newAuthError turns an MSAL error into an AuthError, keeping Entra's codes
 // and dropping anything that could echo the request (and so the secret).
 func newAuthError(method string, err error, secrets ...string) *AuthError {
@@ -138,6 +181,7 @@ func NewTokenProvider(cfg Config, httpClient *http.Client, logger *slog.Logger, 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	cfg = cfg.WithEnvironment(os.Getenv)
 	if err := cfg.Auth.Validate(); err != nil {
 		return nil, err
 	}
@@ -152,7 +196,7 @@ func NewTokenProvider(cfg Config, httpClient *http.Client, logger *slog.Logger, 
 		return &staticProvider{value: a.Token.Reveal(), file: a.TokenFile, metrics: m}, nil
 	case AuthManagedIdentity:
 		return newManagedIdentityProvider(a, ep, httpClient, logger, m)
-	case AuthClientSecret, AuthClientCertificate:
+	case AuthClientSecret, AuthClientCertificate, AuthWorkloadIdentity:
 		return newConfidentialProvider(cfg, ep, method, httpClient, logger, m)
 	}
 	return nil, fmt.Errorf("auth.method: unknown method %q", method)
@@ -161,41 +205,33 @@ func NewTokenProvider(cfg Config, httpClient *http.Client, logger *slog.Logger, 
 func newConfidentialProvider(cfg Config, ep Endpoints, method string, httpClient *http.Client, logger *slog.Logger, m *Metrics) (*msalProvider, error) {
 	a := cfg.Auth
 	var (
-		cred    confidential.Credential
-		err     error
-		secrets []string
+		cred   confidential.Credential
+		err    error
+		secret *secretSource
 	)
 	switch method {
 	case AuthClientSecret:
-		s := a.ClientSecret.Reveal()
-		if a.ClientSecretFile != "" {
-			b, rerr := os.ReadFile(a.ClientSecretFile)
-			if rerr != nil {
-				return nil, fmt.Errorf("auth.client_secret_file: %w", rerr)
-			}
-			s = strings.TrimSpace(string(b))
+		secret = &secretSource{value: a.ClientSecret.Reveal(), file: a.ClientSecretFile}
+		if _, err := secret.load(); err != nil {
+			return nil, err
 		}
-		if s == "" {
-			return nil, errors.New("auth.client_secret: empty")
-		}
-		secrets = append(secrets, s)
-		cred, err = confidential.NewCredFromSecret(s)
-		if err != nil {
-			return nil, fmt.Errorf("auth.client_secret: %w", err)
+		if cred, err = secret.credential(); err != nil {
+			return nil, err
 		}
 	case AuthClientCertificate:
-		pem, rerr := os.ReadFile(a.CertificateFile)
-		if rerr != nil {
-			return nil, fmt.Errorf("auth.certificate_file: %w", rerr)
+		if cred, err = certificateCredential(a.CertificateFile); err != nil {
+			return nil, err
 		}
-		certs, key, perr := confidential.CertFromPEM(pem, "")
-		if perr != nil {
-			return nil, fmt.Errorf("auth.certificate_file %s: %w", a.CertificateFile, perr)
+	case AuthWorkloadIdentity:
+		if _, err := readFederatedToken(a.FederatedTokenFile); err != nil {
+			return nil, err
 		}
-		cred, err = confidential.NewCredFromCert(certs, key)
-		if err != nil {
-			return nil, fmt.Errorf("auth.certificate_file %s: %w", a.CertificateFile, err)
-		}
+		// MSAL calls back at every sign-in: read the file each time, as
+		// the kubelet rotates the token (hourly by default) in place.
+		file := a.FederatedTokenFile
+		cred = confidential.NewCredFromAssertionCallback(func(context.Context, confidential.AssertionRequestOptions) (string, error) {
+			return readFederatedToken(file)
+		})
 	}
 	store := &appTokenCache{}
 	opts := []confidential.Option{confidential.WithCache(store)}
@@ -218,13 +254,27 @@ func newConfidentialProvider(cfg Config, ep Endpoints, method string, httpClient
 	scopes := []string{ep.Scope}
 	p := &msalProvider{method: method, logger: logger, metrics: m, sem: make(chan struct{}, 1)}
 	p.acquire = func(ctx context.Context, force bool) (tokenResult, error) {
+		// Calls are serialised by p.sem: client may be replaced here.
+		if changed, err := secret.load(); err != nil {
+			return tokenResult{}, &AuthError{Method: method, Description: err.Error(), err: err}
+		} else if changed {
+			cred, err := secret.credential()
+			if err == nil {
+				client, err = confidential.New(authority, a.ClientID, cred, opts...)
+			}
+			if err != nil {
+				return tokenResult{}, &AuthError{Method: method, Description: err.Error(), err: err}
+			}
+			store.clear()
+			logger.Info("client secret file changed; signing in with the new secret", "method", method, "file", a.ClientSecretFile)
+		}
 		if force {
 			// Drop MSAL's cached token so it asks Entra for a new one.
 			store.clear()
 		}
 		r, err := client.AcquireTokenByCredential(ctx, scopes)
 		if err != nil {
-			return tokenResult{}, newAuthError(method, err, secrets...)
+			return tokenResult{}, newAuthError(method, err, secret.known()...)
 		}
 		return tokenResult{token: r.AccessToken, expiresOn: r.ExpiresOn, refreshOn: r.Metadata.RefreshOn,
 			fromCache: r.Metadata.TokenSource == confidential.TokenSourceCache}, nil
@@ -232,7 +282,105 @@ func newConfidentialProvider(cfg Config, ep Endpoints, method string, httpClient
 	return p, nil
 }
 
+// secretSource is the client secret, from the config or from a file that
+// is read again whenever it changes (a rotated secret is picked up without
+// a restart).
+type secretSource struct {
+	value, file string
+	modTime     time.Time
+	size        int64
+	seen        []string // every secret read, to redact from errors
+}
+
+// load reads the file when it changed since the last load and reports
+// whether the secret changed. A nil source (no secret) does nothing.
+func (s *secretSource) load() (bool, error) {
+	if s == nil || (s.file == "" && s.seen != nil) {
+		return false, nil
+	}
+	v := s.value
+	if s.file != "" {
+		fi, err := os.Stat(s.file)
+		if err != nil {
+			return false, fmt.Errorf("auth.client_secret_file: %w", err)
+		}
+		if s.seen != nil && fi.ModTime().Equal(s.modTime) && fi.Size() == s.size {
+			return false, nil
+		}
+		b, err := os.ReadFile(s.file)
+		if err != nil {
+			return false, fmt.Errorf("auth.client_secret_file: %w", err)
+		}
+		s.modTime, s.size = fi.ModTime(), fi.Size()
+		v = strings.TrimSpace(string(b))
+	}
+	if v == "" {
+		return false, errors.New("auth.client_secret: empty")
+	}
+	changed := v != s.value || s.seen == nil
+	s.value = v
+	if !slices.Contains(s.seen, v) {
+		s.seen = append(s.seen, v)
+	}
+	return changed, nil
+}
+
+func (s *secretSource) credential() (confidential.Credential, error) {
+	cred, err := confidential.NewCredFromSecret(s.value)
+	if err != nil {
+		return cred, fmt.Errorf("auth.client_secret: %w", err)
+	}
+	return cred, nil
+}
+
+// known returns the secrets read so far (nil for a nil source).
+func (s *secretSource) known() []string {
+	if s == nil {
+		return nil
+	}
+	return s.seen
+}
+
+// certificateCredential reads a PEM file with the certificate and its
+// unencrypted key.
+func certificateCredential(file string) (confidential.Credential, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return confidential.Credential{}, fmt.Errorf("auth.certificate_file: %w", err)
+	}
+	certs, key, err := confidential.CertFromPEM(pem, "")
+	if err != nil && bytes.Contains(pem, []byte("ENCRYPTED")) {
+		return confidential.Credential{}, fmt.Errorf("auth.certificate_file %s: the private key is encrypted; pushd needs it unencrypted (openssl pkcs8 -topk8 -nocrypt -in key.pem -out plain.pem) and protected by file permissions: %w", file, err)
+	}
+	if err != nil {
+		return confidential.Credential{}, fmt.Errorf("auth.certificate_file %s: %w", file, err)
+	}
+	cred, err := confidential.NewCredFromCert(certs, key)
+	if err != nil {
+		return cred, fmt.Errorf("auth.certificate_file %s: %w", file, err)
+	}
+	return cred, nil
+}
+
+// readFederatedToken reads the federated token file (trimmed); an empty
+// file is an error.
+func readFederatedToken(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("auth.federated_token_file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("auth.federated_token_file %s: empty", file)
+	}
+	return t, nil
+}
+
 func newManagedIdentityProvider(a AuthConfig, ep Endpoints, httpClient *http.Client, logger *slog.Logger, m *Metrics) (*msalProvider, error) {
+	if os.Getenv(EnvFederatedTokenFile) != "" {
+		logger.Warn("AZURE_FEDERATED_TOKEN_FILE is set (AKS workload identity), but auth.method is managed_identity, which asks the node's instance metadata service instead: set auth.method: workload_identity",
+			"method", AuthManagedIdentity)
+	}
 	id := managedidentity.SystemAssigned()
 	switch {
 	case a.ManagedIdentityClientID != "":
@@ -325,6 +473,29 @@ type msalProvider struct {
 	expiresOn time.Time
 	renewAt   time.Time
 	invalid   bool
+	refused   string // the AADSTS code of the refusal last logged
+}
+
+// logRefusal logs, once per code until a token is obtained again, that
+// Entra ID refuses the credential, with the fix. Requests keep retrying
+// with backoff meanwhile: a rotated secret file or a corrected app
+// registration may fix it without a restart.
+func (p *msalProvider) logRefusal(err error) {
+	var ae *AuthError
+	if !errors.As(err, &ae) || !ae.Refused() {
+		return
+	}
+	p.mu.Lock()
+	seen := p.refused == ae.AADSTS
+	p.refused = ae.AADSTS
+	p.mu.Unlock()
+	if seen {
+		return
+	}
+	p.logger.Error("Entra ID refuses the credential; requests wait and retry with backoff until it is corrected",
+		"method", p.method, "aadsts", ae.AADSTS, "reason", ae.Meaning(),
+		"fix", "correct powerbi.auth or the app registration (a rotated client_secret_file is read again); `pushd doctor -c <config>` explains "+ae.AADSTS,
+		"err", err)
 }
 
 // expiryMargin is how long before expiry a token is renewed (MSAL itself
@@ -353,6 +524,7 @@ func (p *msalProvider) Token(ctx context.Context) (string, error) {
 	r, err := p.acquire(ctx, force)
 	if err != nil {
 		p.metrics.tokenFailed(p.method)
+		p.logRefusal(err)
 		if !force && old != "" && now.Before(oldExpiry.Add(-30*time.Second)) {
 			p.logger.Warn("token renewal failed; using the current token until it expires",
 				"method", p.method, "expires_on", oldExpiry, "err", err)
@@ -370,7 +542,12 @@ func (p *msalProvider) Token(ctx context.Context) (string, error) {
 	renewAt := renewTime(now, r.expiresOn, r.refreshOn)
 	p.mu.Lock()
 	p.token, p.expiresOn, p.renewAt, p.invalid = r.token, r.expiresOn, renewAt, false
+	refused := p.refused
+	p.refused = ""
 	p.mu.Unlock()
+	if refused != "" {
+		p.logger.Info("Entra ID accepts the credential again", "method", p.method, "aadsts", refused)
+	}
 	if r.token != old {
 		p.metrics.tokenRenewed(p.method)
 		p.logger.Debug("access token obtained", "method", p.method, "expires_on", r.expiresOn,

@@ -26,8 +26,12 @@ type Config struct {
 
 // AuthConfig selects how pushd obtains tokens.
 type AuthConfig struct {
-	// Method: client_secret, client_certificate, managed_identity, static_token.
-	Method   string `yaml:"method"`
+	// Method: client_secret, client_certificate, workload_identity,
+	// managed_identity, static_token.
+	Method string `yaml:"method"`
+	// TenantID and ClientID name the app registration (or, for
+	// workload_identity, the app or user-assigned identity that trusts the
+	// federated token; AZURE_TENANT_ID and AZURE_CLIENT_ID by default).
 	TenantID string `yaml:"tenant_id"`
 	ClientID string `yaml:"client_id"`
 	// ClientSecret, or ClientSecretFile holding it.
@@ -37,6 +41,10 @@ type AuthConfig struct {
 	CertificateFile string `yaml:"certificate_file"`
 	// SendX5C sends the certificate chain (for subject-name/issuer auth).
 	SendX5C bool `yaml:"send_x5c"`
+	// FederatedTokenFile holds the federated token workload_identity signs
+	// in with (a Kubernetes service account token), re-read at every sign-in
+	// because the kubelet rotates it; AZURE_FEDERATED_TOKEN_FILE by default.
+	FederatedTokenFile string `yaml:"federated_token_file"`
 	// ManagedIdentityClientID selects a user-assigned identity; empty means
 	// system-assigned. ManagedIdentityResourceID is the alternative selector.
 	ManagedIdentityClientID   string `yaml:"managed_identity_client_id"`

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"strings"
 	"time"
 )
 
@@ -35,7 +37,42 @@ const (
 	AuthClientCertificate = "client_certificate"
 	AuthManagedIdentity   = "managed_identity"
 	AuthStaticToken       = "static_token"
+	// AuthWorkloadIdentity signs in as an app (or user-assigned identity)
+	// with a federated token from a file: AKS workload identity.
+	AuthWorkloadIdentity = "workload_identity"
 )
+
+// The environment variables the AKS workload identity webhook injects into
+// a pod; workload_identity takes its defaults from them.
+const (
+	EnvClientID           = "AZURE_CLIENT_ID"
+	EnvTenantID           = "AZURE_TENANT_ID"
+	EnvFederatedTokenFile = "AZURE_FEDERATED_TOKEN_FILE"
+	EnvAuthorityHost      = "AZURE_AUTHORITY_HOST"
+)
+
+// WithEnvironment returns c with, for the workload_identity method, every
+// empty setting that the AKS workload identity webhook provides taken from
+// getenv: auth.client_id (AZURE_CLIENT_ID), auth.tenant_id
+// (AZURE_TENANT_ID), auth.federated_token_file (AZURE_FEDERATED_TOKEN_FILE)
+// and authority_url (AZURE_AUTHORITY_HOST). Other methods are unchanged.
+func (c Config) WithEnvironment(getenv func(string) string) Config {
+	if c.Auth.ResolvedMethod() != AuthWorkloadIdentity {
+		return c
+	}
+	fill := func(v *string, env string) {
+		if *v == "" {
+			*v = strings.TrimSpace(getenv(env))
+		}
+	}
+	fill(&c.Auth.ClientID, EnvClientID)
+	fill(&c.Auth.TenantID, EnvTenantID)
+	fill(&c.Auth.FederatedTokenFile, EnvFederatedTokenFile)
+	fill(&c.AuthorityURL, EnvAuthorityHost)
+	// The webhook's host ends with a slash; the tenant is appended.
+	c.AuthorityURL = strings.TrimRight(c.AuthorityURL, "/")
+	return c
+}
 
 // DefaultLimits returns Power BI's documented push-dataset quotas.
 func DefaultLimits() Limits {
@@ -222,6 +259,17 @@ func (a AuthConfig) Validate() error {
 		need(a.TenantID != "", "tenant_id", m)
 		need(a.ClientID != "", "client_id", m)
 		need(a.CertificateFile != "", "certificate_file", m)
+	case AuthWorkloadIdentity:
+		// Validate sees the environment's defaults (WithEnvironment).
+		w := Config{Auth: a}.WithEnvironment(os.Getenv).Auth
+		needEnv := func(ok bool, key, env string) {
+			if !ok {
+				errs = append(errs, fmt.Errorf("auth.%s: required for method %s (or set %s, as the AKS workload identity webhook does)", key, m, env))
+			}
+		}
+		needEnv(w.TenantID != "", "tenant_id", EnvTenantID)
+		needEnv(w.ClientID != "", "client_id", EnvClientID)
+		needEnv(w.FederatedTokenFile != "", "federated_token_file", EnvFederatedTokenFile)
 	case AuthManagedIdentity:
 		if a.ManagedIdentityClientID != "" && a.ManagedIdentityResourceID != "" {
 			errs = append(errs, errors.New("auth.managed_identity_resource_id: set managed_identity_client_id or managed_identity_resource_id, not both"))
@@ -232,7 +280,7 @@ func (a AuthConfig) Validate() error {
 			errs = append(errs, errors.New("auth.token_file: set token or token_file, not both"))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("auth.method: unknown method %q (want client_secret, client_certificate, managed_identity or static_token)", a.Method))
+		errs = append(errs, fmt.Errorf("auth.method: unknown method %q (want client_secret, client_certificate, workload_identity, managed_identity or static_token)", a.Method))
 	}
 	return errors.Join(errs...)
 }
