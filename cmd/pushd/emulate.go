@@ -31,6 +31,7 @@ type emulateOptions struct {
 	clientCertFile string
 	federated      emulator.FederatedCredential
 	federatedKey   string
+	trustedIssuer  string
 	noQuotas       bool
 	tokenOutage    bool
 	logLevel       string
@@ -55,6 +56,24 @@ func emulateFlagSet(cfg *emulator.Config, o *emulateOptions) *flag.FlagSet {
 	fs.StringVar(&o.federated.Subject, "federated-subject", "", "subject of the federated tokens trusted, e.g. system:serviceaccount:NAMESPACE:NAME (matched exactly)")
 	fs.StringVar(&o.federated.Audience, "federated-audience", emulator.AzureADTokenExchange, "audience the federated tokens must carry")
 	fs.StringVar(&o.federatedKey, "federated-key", "", "PEM file with the public key(s) or certificate(s) that verify the federated tokens' signature (the issuer's JWKS)")
+	fs.Func("client-subject-name", "certificate subject name (CN or DNS name) accepted for --client-id's subject name and issuer sign-in, with the chain (x5c) to --trusted-issuer (repeatable)", func(v string) error {
+		cfg.ClientSubjectNames = append(cfg.ClientSubjectNames, v)
+		return nil
+	})
+	fs.StringVar(&o.trustedIssuer, "trusted-issuer", "", "PEM file of CA certificates that subject name and issuer sign-in trusts")
+	fs.Func("workspace", "a workspace (group id) the service principals and managed identities are members of (repeatable); when given, any other workspace and My workspace answer 403 to them", func(v string) error {
+		cfg.Workspaces = append(cfg.Workspaces, v)
+		return nil
+	})
+	fs.Func("user-assigned-identity", "a user-assigned managed identity the managed-identity endpoint knows, by client id or resource id (/subscriptions/...; repeatable); others are refused", func(v string) error {
+		if strings.HasPrefix(v, "/") {
+			cfg.UserAssignedIdentities = append(cfg.UserAssignedIdentities, emulator.ManagedIdentity{ResourceID: v})
+		} else {
+			cfg.UserAssignedIdentities = append(cfg.UserAssignedIdentities, emulator.ManagedIdentity{ClientID: v})
+		}
+		return nil
+	})
+	fs.BoolVar(&cfg.NoSystemAssignedIdentity, "no-system-assigned-identity", false, "the managed-identity endpoint has no system-assigned identity")
 	fs.StringVar(&cfg.IdentityHeader, "identity-header", cfg.IdentityHeader, "X-IDENTITY-HEADER value the managed-identity endpoint demands (IDENTITY_HEADER)")
 	fs.StringVar(&cfg.ManagedIdentityClientID, "managed-identity-client-id", cfg.ManagedIdentityClientID, "client id reported for the system-assigned managed identity")
 	fs.DurationVar(&cfg.TokenLifetime, "token-lifetime", cfg.TokenLifetime, "lifetime of issued access tokens")
@@ -167,6 +186,14 @@ func emulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		o.federated.Keys = keys
 		cfg.FederatedCredentials = append(cfg.FederatedCredentials, o.federated)
+	}
+	if o.trustedIssuer != "" {
+		certs, err := readCertificates(o.trustedIssuer)
+		if err != nil {
+			fmt.Fprintf(stderr, "pushd emulate: --trusted-issuer: %v\n", err)
+			return exitUsage
+		}
+		cfg.TrustedIssuers = certs
 	}
 	if o.caOut != "" && !cfg.TLS {
 		fmt.Fprintln(stderr, "pushd emulate: --ca-out needs --tls")

@@ -380,3 +380,32 @@ pipelines:
 		})
 	}
 }
+
+// TestDoctorWorkspaceNotGiven: against an emulator whose service principal
+// is a member of one workspace only, doctor passes on that workspace and
+// fails the workspace step on another, with the fix to add the principal.
+func TestDoctorWorkspaceNotGiven(t *testing.T) {
+	const other = "9a9a9a9a-1b1b-4c2c-8d3d-4e4e4e4e4e4e"
+	env := provisiontest.StartWith(t, func(c *emulator.Config) { c.Workspaces = []string{provisiontest.Workspace} })
+	env.CreateDataset(t, "Push", "Good", "Readings", tableColumns...)
+	good := provisiontest.Pipeline("telemetry", "Good", "Readings", false, configColumns...)
+	for _, tc := range []struct {
+		name     string
+		pipeline string
+		ok       bool
+		want     want
+	}{
+		{"the workspace given", good, true, want{"workspace", doctor.Pass, []string{"1 dataset(s) visible"}, nil}},
+		{"another workspace", strings.Replace(good, provisiontest.Workspace, other, 1), false,
+			want{"workspace", doctor.Fail, []string{"workspace " + other, "403"}, []string{"add the service principal to the workspace as Member or Contributor"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := env.WriteConfig(t, strings.ReplaceAll(tc.name, " ", "-")+".yaml", tc.pipeline)
+			rep := doctor.Run(context.Background(), doctor.Options{Path: path, StepTimeout: 5 * time.Second})
+			if rep.OK() != tc.ok {
+				t.Errorf("OK() = %v, want %v\n%s", rep.OK(), tc.ok, dump(rep))
+			}
+			checkStep(t, rep, tc.want)
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,9 @@ import (
 type tokenInfo struct {
 	expires time.Time
 	subject string // client id, managed identity id, or test user
+	// app: issued to an application identity (service principal or
+	// managed identity), which sees only Config.Workspaces when set.
+	app bool
 }
 
 // tokenGrace is how long an expired token is remembered, so that it gets
@@ -38,7 +42,7 @@ func normResource(r string) string {
 }
 
 // issue makes an opaque access token valid for lifetime.
-func (s *Server) issue(subject string, lifetime time.Duration) (string, time.Time) {
+func (s *Server) issue(subject string, app bool, lifetime time.Duration) (string, time.Time) {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	tok := "emu." + base64.RawURLEncoding.EncodeToString(b[:])
@@ -52,7 +56,7 @@ func (s *Server) issue(subject string, lifetime time.Duration) (string, time.Tim
 			}
 		}
 	}
-	s.tokens[tok] = tokenInfo{expires: exp, subject: subject}
+	s.tokens[tok] = tokenInfo{expires: exp, subject: subject, app: app}
 	s.tokMu.Unlock()
 	return tok, exp
 }
@@ -60,14 +64,14 @@ func (s *Server) issue(subject string, lifetime time.Duration) (string, time.Tim
 // IssueToken returns a valid bearer token for the configured lifetime, for
 // tests that skip MSAL.
 func (s *Server) IssueToken() string {
-	tok, _ := s.issue("emulator-test@"+s.cfg.Tenant, s.cfg.TokenLifetime)
+	tok, _ := s.issue("emulator-test@"+s.cfg.Tenant, false, s.cfg.TokenLifetime)
 	return tok
 }
 
 // IssueTokenFor returns a bearer token that expires after lifetime (a
 // negative lifetime gives an already expired token).
 func (s *Server) IssueTokenFor(lifetime time.Duration) string {
-	tok, _ := s.issue("emulator-test@"+s.cfg.Tenant, lifetime)
+	tok, _ := s.issue("emulator-test@"+s.cfg.Tenant, false, lifetime)
 	return tok
 }
 
@@ -249,7 +253,7 @@ func (s *Server) token(w *recorder, r *http.Request, _ string) {
 		return
 	}
 	lifetime := s.cfg.TokenLifetime
-	tok, _ := s.issue(client.ID, lifetime)
+	tok, _ := s.issue(client.ID, true, lifetime)
 	s.stats.tokenIssued()
 	sec := int(lifetime / time.Second)
 	writeJSON(w, http.StatusOK, map[string]any{
@@ -340,8 +344,20 @@ func (s *Server) checkCertAssertion(r *http.Request, tenant string, c Client, pa
 	if err != nil {
 		return 50027, "JWT token is invalid or malformed (signature)."
 	}
+	if len(header.X5c) > 0 {
+		// Subject name and issuer sign-in: the chain comes with the
+		// assertion; a certificate registered by thumbprint is found by it.
+		cert, code, text := s.x5cCertificate(c, header)
+		if code != 0 {
+			return code, text
+		}
+		if err := verifyJWS(header.Alg, cert.PublicKey, []byte(parts[0]+"."+parts[1]), sig); err != nil {
+			return 700027, fmt.Sprintf("Client assertion failed signature validation (alg %s).", header.Alg)
+		}
+		return s.checkCertClaims(r, tenant, c, claims)
+	}
 	if len(c.Certificates) == 0 {
-		return 700027, fmt.Sprintf("Client assertion failed signature validation: no certificate is registered for app '%s'.", c.ID)
+		return 700027, fmt.Sprintf("The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '%s%s', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '%s'.]", header.X5tS256, header.X5t, c.ID)
 	}
 	var candidates []*x509.Certificate
 	for _, cert := range c.Certificates {
@@ -374,6 +390,11 @@ func (s *Server) checkCertAssertion(r *http.Request, tenant string, c Client, pa
 	if !verified {
 		return 700027, fmt.Sprintf("Client assertion failed signature validation (alg %s).", header.Alg)
 	}
+	return s.checkCertClaims(r, tenant, c, claims)
+}
+
+// checkCertClaims checks a certificate assertion's aud, iss, sub and times.
+func (s *Server) checkCertClaims(r *http.Request, tenant string, c Client, claims assertionClaims) (int, string) {
 	if !s.audienceOK(r, tenant, claims.Aud) {
 		return 700212, fmt.Sprintf("No matching federated identity record found for presented assertion audience '%s'.", strings.Trim(string(claims.Aud), `"`))
 	}
@@ -517,17 +538,17 @@ func (s *Server) managedIdentity(w *recorder, r *http.Request, _ string) {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"statusCode": 400, "message": fmt.Sprintf("resource %q is not known to the emulator.", resource)})
 		return
 	}
-	clientID := s.cfg.ManagedIdentityClientID
-	if v := q.Get("client_id"); v != "" {
-		clientID = v
+	id, ok := s.managedIdentityFor(q)
+	if !ok {
+		s.stats.tokenError()
+		writeJSON(w, http.StatusBadRequest, map[string]any{"statusCode": 400, "message": "Unable to load the proper Managed Identity.", "correlationId": newUUID()})
+		return
 	}
-	subject := clientID
-	if v := q.Get("mi_res_id"); v != "" {
-		subject = v
-	} else if v := q.Get("object_id"); v != "" {
-		subject = v
+	clientID, subject := id.ClientID, id.ClientID
+	if id.ResourceID != "" && q.Get("mi_res_id") != "" {
+		subject = id.ResourceID
 	}
-	tok, exp := s.issue(subject, s.cfg.TokenLifetime)
+	tok, exp := s.issue(subject, true, s.cfg.TokenLifetime)
 	s.stats.tokenIssued()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": tok,
@@ -536,4 +557,117 @@ func (s *Server) managedIdentity(w *recorder, r *http.Request, _ string) {
 		"token_type":   "Bearer",
 		"client_id":    clientID,
 	})
+}
+
+// ManagedIdentity is a user-assigned managed identity the emulator's
+// managed-identity endpoint knows, found by client id or resource id.
+type ManagedIdentity struct {
+	ClientID   string
+	ResourceID string // /subscriptions/.../userAssignedIdentities/NAME
+}
+
+// managedIdentityFor finds the identity a managed-identity request asks
+// for: the system-assigned one without client_id, mi_res_id or object_id
+// (when there is one), else a user-assigned one the emulator was told
+// about, as App Service does (anything else answers 400 "Unable to load the
+// proper Managed Identity.").
+func (s *Server) managedIdentityFor(q url.Values) (ManagedIdentity, bool) {
+	clientID, resourceID, objectID := q.Get("client_id"), q.Get("mi_res_id"), q.Get("object_id")
+	if clientID == "" && resourceID == "" && objectID == "" {
+		return ManagedIdentity{ClientID: s.cfg.ManagedIdentityClientID}, !s.cfg.NoSystemAssignedIdentity
+	}
+	for _, id := range s.cfg.UserAssignedIdentities {
+		switch {
+		case clientID != "" && strings.EqualFold(clientID, id.ClientID),
+			resourceID != "" && strings.EqualFold(resourceID, id.ResourceID):
+			return id, true
+		}
+	}
+	return ManagedIdentity{}, false
+}
+
+// member checks, when Config.Workspaces is set, that an application
+// identity's token names a workspace it was given: service principals
+// cannot use My workspace (403 "API is not accessible for application") and
+// see only the workspaces they are members of (403, reference §4.3: a
+// principal that is not a member; the body is the emulator's choice).
+func (s *Server) member(w http.ResponseWriter, r *http.Request, workspace string) bool {
+	if len(s.cfg.Workspaces) == 0 {
+		return true
+	}
+	_, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	s.tokMu.Lock()
+	info := s.tokens[strings.TrimSpace(tok)]
+	s.tokMu.Unlock()
+	if !info.app {
+		return true
+	}
+	if workspace == "" {
+		writeJSON(w, http.StatusForbidden, map[string]any{"Message": "API is not accessible for application"})
+		return false
+	}
+	for _, g := range s.cfg.Workspaces {
+		if strings.EqualFold(g, workspace) {
+			return true
+		}
+	}
+	writeJSON(w, http.StatusForbidden, errorBody{Error: apiError{
+		Code:     "PowerBINotAuthorizedException",
+		PBIError: &pbiError{Code: "PowerBINotAuthorizedException", Parameters: map[string]any{}, Details: []any{}, ExceptionCulprit: 1},
+	}})
+	return false
+}
+
+// x5cCertificate finds the certificate of an assertion that carries its
+// chain (x5c): the leaf must match the x5t#S256/x5t header when present,
+// and be either registered with the client by thumbprint, or — subject
+// name and issuer sign-in — carry a subject name registered with the client
+// and chain to a trusted issuer (Config.TrustedIssuers). Anything else is
+// refused with AADSTS700027, as Entra refuses a key it does not know.
+func (s *Server) x5cCertificate(c Client, h assertionHeader) (*x509.Certificate, int, string) {
+	notFound := func(thumb string) (*x509.Certificate, int, string) {
+		return nil, 700027, fmt.Sprintf("The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '%s', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '%s'.]", thumb, c.ID)
+	}
+	var chain []*x509.Certificate
+	for _, b64 := range h.X5c {
+		der, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			return nil, 50027, "JWT token is invalid or malformed (x5c)."
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, 50027, "JWT token is invalid or malformed (x5c certificate)."
+		}
+		chain = append(chain, cert)
+	}
+	leaf := chain[0]
+	s256, s1 := sha256.Sum256(leaf.Raw), sha1.Sum(leaf.Raw) //nolint:gosec // thumbprint, not security
+	thumb := strings.ToUpper(fmt.Sprintf("%x", s1[:]))
+	if (h.X5tS256 != "" && !thumbEqual(h.X5tS256, s256[:])) || (h.X5t != "" && !thumbEqual(h.X5t, s1[:])) {
+		return nil, 700027, "Client assertion contains an invalid signature: the x5c leaf certificate is not the one the thumbprint names."
+	}
+	for _, cert := range c.Certificates {
+		if cert.Equal(leaf) {
+			return leaf, 0, ""
+		}
+	}
+	if len(c.SubjectNames) == 0 || len(s.cfg.TrustedIssuers) == 0 {
+		return notFound(thumb)
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, ca := range s.cfg.TrustedIssuers {
+		roots.AddCert(ca)
+	}
+	for _, ca := range chain[1:] {
+		inter.AddCert(ca)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: s.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return notFound(thumb)
+	}
+	for _, name := range c.SubjectNames {
+		if strings.EqualFold(name, leaf.Subject.CommonName) || slices.ContainsFunc(leaf.DNSNames, func(d string) bool { return strings.EqualFold(d, name) }) {
+			return leaf, 0, ""
+		}
+	}
+	return notFound(thumb)
 }

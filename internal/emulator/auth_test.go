@@ -257,7 +257,11 @@ func TestOpenIDConfiguration(t *testing.T) {
 // (MSAL keeps managed-identity tokens in a process-wide cache, so only this
 // test acquires one.)
 func TestManagedIdentity(t *testing.T) {
-	e := startTLS(t, nil)
+	e := start(t, func(c *Config) {
+		c.Now = nil
+		c.TLS = true
+		c.UserAssignedIdentities = []ManagedIdentity{{ClientID: "abc"}}
+	})
 	t.Setenv("IDENTITY_ENDPOINT", e.s.ManagedIdentityEndpoint())
 	t.Setenv("IDENTITY_HEADER", DefaultIdentityHeader)
 	if src, err := managedidentity.GetSource(); err != nil || src != managedidentity.AppService {
@@ -280,6 +284,8 @@ func TestManagedIdentity(t *testing.T) {
 		status int
 	}{
 		{"ok user-assigned", "?api-version=2019-08-01&resource=https://analysis.windows.net/powerbi/api&client_id=abc", DefaultIdentityHeader, 200},
+		{"unknown user-assigned", "?api-version=2019-08-01&resource=https://analysis.windows.net/powerbi/api&client_id=abd", DefaultIdentityHeader, 400},
+		{"user-assigned by object id (unknown)", "?api-version=2019-08-01&resource=https://analysis.windows.net/powerbi/api&object_id=abc", DefaultIdentityHeader, 400},
 		{"wrong header", "?api-version=2019-08-01&resource=https://analysis.windows.net/powerbi/api", "nope", 401},
 		{"wrong api version", "?api-version=2017-09-01&resource=https://analysis.windows.net/powerbi/api", DefaultIdentityHeader, 400},
 		{"unknown resource", "?api-version=2019-08-01&resource=https://graph.microsoft.com", DefaultIdentityHeader, 400},

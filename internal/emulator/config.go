@@ -220,6 +220,11 @@ type Client struct {
 	// Certificates are accepted for client_assertion JWTs (RS256 or PS256,
 	// located by their x5t / x5t#S256 thumbprint).
 	Certificates []*x509.Certificate
+	// SubjectNames are certificate subject names (CN or DNS name) accepted
+	// for subject name and issuer sign-in: an assertion that carries its
+	// chain (x5c) to one of Config.TrustedIssuers. Such a certificate is
+	// refused without x5c, as its thumbprint is not registered.
+	SubjectNames []string
 	// Federated are the client's federated identity credentials: outside
 	// issuers whose tokens it may sign in with (AKS workload identity).
 	Federated []FederatedCredential
@@ -240,6 +245,12 @@ type Config struct {
 	ClientID           string
 	ClientSecret       string
 	ClientCertificates []*x509.Certificate
+	// ClientSubjectNames are ClientID's subject names for subject name and
+	// issuer sign-in (see Client.SubjectNames).
+	ClientSubjectNames []string
+	// TrustedIssuers are the CA certificates subject name and issuer
+	// sign-in trusts.
+	TrustedIssuers []*x509.Certificate
 	// FederatedCredentials are ClientID's federated identity credentials.
 	FederatedCredentials []FederatedCredential
 	// Clients registers further clients.
@@ -249,6 +260,19 @@ type Config struct {
 	IdentityHeader string
 	// ManagedIdentityClientID is reported for the system-assigned identity.
 	ManagedIdentityClientID string
+	// NoSystemAssignedIdentity: the host has no system-assigned identity,
+	// so a managed-identity request without a selector is refused.
+	NoSystemAssignedIdentity bool
+	// UserAssignedIdentities are the user-assigned identities the host has;
+	// a request for any other is refused, as App Service refuses it.
+	UserAssignedIdentities []ManagedIdentity
+	// Workspaces, when set, are the only workspaces (group ids) that
+	// application identities (service principals, managed identities) are
+	// members of: another workspace answers 403, and "My workspace" answers
+	// 403 "API is not accessible for application", as Power BI does. Tokens
+	// from IssueToken (a user) see every workspace. Empty: every workspace
+	// exists and every identity is a member of it.
+	Workspaces []string
 	// TokenLifetime of issued access tokens (default 1h).
 	TokenLifetime time.Duration
 	// Resources are the token audiences accepted in scope/resource (without
@@ -329,6 +353,11 @@ func (c Config) Validate() error {
 	case "", UnknownColumnsIgnore, UnknownColumnsReject:
 	default:
 		errs = append(errs, fmt.Errorf("unknown_columns: must be %q or %q, got %q", UnknownColumnsIgnore, UnknownColumnsReject, c.UnknownColumns))
+	}
+	for i, w := range c.Workspaces {
+		if !uuidPattern.MatchString(w) {
+			errs = append(errs, fmt.Errorf("workspaces[%d]: must be a workspace id (a UUID), got %q", i, w))
+		}
 	}
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)

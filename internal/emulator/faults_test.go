@@ -153,7 +153,7 @@ func TestIdentityThrottle(t *testing.T) {
 			t.Errorf("body %s: want only a message about the identity's requests", r.body)
 		}
 	}
-	other, _ := e.s.issue("another-client", time.Hour)
+	other, _ := e.s.issue("another-client", true, time.Hour)
 	wantStatus(t, e.doToken("POST", rowsPath(id, "T"), rowsBody(0, 1), other), http.StatusOK)
 	e.clock.Advance(time.Hour)
 	wantStatus(t, e.post(id, 1, 1), http.StatusOK)

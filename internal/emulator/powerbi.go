@@ -168,7 +168,7 @@ func (s *Server) api(route string, h handlerFunc) http.Handler {
 			}
 			workspace = strings.ToLower(g)
 		}
-		if !s.authorize(rec, r) {
+		if !s.authorize(rec, r) || !s.member(rec, r, workspace) {
 			return
 		}
 		if s.throttleIdentity(rec, r) {

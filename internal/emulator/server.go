@@ -99,7 +99,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.rnd = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	if cfg.ClientID != "" {
-		s.addClient(Client{ID: cfg.ClientID, Secret: cfg.ClientSecret, Certificates: cfg.ClientCertificates, Federated: cfg.FederatedCredentials})
+		s.addClient(Client{ID: cfg.ClientID, Secret: cfg.ClientSecret, Certificates: cfg.ClientCertificates, SubjectNames: cfg.ClientSubjectNames, Federated: cfg.FederatedCredentials})
 	}
 	for _, c := range cfg.Clients {
 		s.addClient(c)
@@ -160,6 +160,7 @@ func (s *Server) addClient(c Client) {
 	}
 	c.Certificates = append(old.Certificates, c.Certificates...)
 	c.Federated = append(old.Federated, c.Federated...)
+	c.SubjectNames = append(old.SubjectNames, c.SubjectNames...)
 	s.clients[key] = c
 }
 

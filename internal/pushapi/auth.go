@@ -130,6 +130,12 @@ func newAuthError(method string, err error, secrets ...string) *AuthError {
 			body, _ = io.ReadAll(io.LimitReader(call.Resp.Body, 64<<10))
 			call.Resp.Body = io.NopCloser(bytes.NewReader(body))
 		}
+		if len(body) == 0 && call.Err != nil {
+			// MSAL's managed-identity client consumed the body and put it
+			// in its error, after the first line.
+			_, rest, _ := strings.Cut(call.Err.Error(), "\n")
+			body = []byte(rest)
+		}
 		var eb struct {
 			Error       string `json:"error"`
 			Description string `json:"error_description"`

@@ -364,8 +364,15 @@ func TestEmulatorExpiredTokenRenewedOnce(t *testing.T) {
 	}
 }
 
+const (
+	userAssignedClientID   = "44444444-4444-4444-8444-444444444444"
+	userAssignedResourceID = "/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pushd"
+)
+
 func TestEmulatorManagedIdentity(t *testing.T) {
-	s := startEmulator(t, nil)
+	s := startEmulator(t, func(c *emulator.Config) {
+		c.UserAssignedIdentities = []emulator.ManagedIdentity{{ClientID: userAssignedClientID}, {ResourceID: userAssignedResourceID}}
+	})
 	t.Setenv("IDENTITY_ENDPOINT", s.ManagedIdentityEndpoint())
 	t.Setenv("IDENTITY_HEADER", emulator.DefaultIdentityHeader)
 	tests := []struct {
@@ -373,9 +380,8 @@ func TestEmulatorManagedIdentity(t *testing.T) {
 		auth AuthConfig
 	}{
 		{"system assigned", AuthConfig{Method: AuthManagedIdentity}},
-		{"user assigned by client id", AuthConfig{ManagedIdentityClientID: "44444444-4444-4444-8444-444444444444"}},
-		{"user assigned by resource id", AuthConfig{Method: AuthManagedIdentity,
-			ManagedIdentityResourceID: "/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pushd"}},
+		{"user assigned by client id", AuthConfig{ManagedIdentityClientID: userAssignedClientID}},
+		{"user assigned by resource id", AuthConfig{Method: AuthManagedIdentity, ManagedIdentityResourceID: userAssignedResourceID}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -775,5 +781,50 @@ func TestEmulatorTableFull(t *testing.T) {
 	bad := []json.RawMessage{json.RawMessage(`{"device":"d","seq":"x","temp":1}`)}
 	if err := c.PostRows(context.Background(), tgt, bad); !IsRowError(err) || errors.Is(err, ErrTableRefused) {
 		t.Errorf("bad row: err = %v, want a row error", err)
+	}
+}
+
+// TestEmulatorManagedIdentityOnlyKnownIdentities: the managed-identity
+// endpoint answers only for the identities the host has, as App Service
+// does: an unknown user-assigned identity, or the system-assigned one on a
+// host without it, is refused with 400 "Unable to load the proper Managed
+// Identity.".
+func TestEmulatorManagedIdentityOnlyKnownIdentities(t *testing.T) {
+	s := startEmulator(t, func(c *emulator.Config) {
+		c.NoSystemAssignedIdentity = true
+		c.UserAssignedIdentities = []emulator.ManagedIdentity{{ClientID: userAssignedClientID, ResourceID: userAssignedResourceID}}
+	})
+	t.Setenv("IDENTITY_ENDPOINT", s.ManagedIdentityEndpoint())
+	t.Setenv("IDENTITY_HEADER", emulator.DefaultIdentityHeader)
+	for _, tc := range []struct {
+		name string
+		auth AuthConfig
+		ok   bool
+	}{
+		{"known by client id", AuthConfig{Method: AuthManagedIdentity, ManagedIdentityClientID: userAssignedClientID}, true},
+		{"known by resource id", AuthConfig{Method: AuthManagedIdentity, ManagedIdentityResourceID: userAssignedResourceID}, true},
+		{"unknown client id", AuthConfig{Method: AuthManagedIdentity, ManagedIdentityClientID: "55555555-5555-4555-8555-555555555555"}, false},
+		{"unknown resource id", AuthConfig{Method: AuthManagedIdentity, ManagedIdentityResourceID: userAssignedResourceID + "-other"}, false},
+		{"no system-assigned identity", AuthConfig{Method: AuthManagedIdentity}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := emuConfig(s)
+			cfg.Auth = tc.auth
+			tp, err := NewTokenProvider(cfg, s.Client(), discardLogger(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// MSAL keeps managed-identity tokens in a per-process cache,
+			// which may hold one from another test: ask the endpoint.
+			tp.Invalidate("")
+			_, err = tp.Token(context.Background())
+			if tc.ok != (err == nil) {
+				t.Fatalf("Token err = %v, want ok %v", err, tc.ok)
+			}
+			var ae *AuthError
+			if !tc.ok && (!errors.As(err, &ae) || ae.Status != http.StatusBadRequest || !strings.Contains(ae.Description, "Unable to load the proper Managed Identity")) {
+				t.Errorf("Token err = %v, want App Service's 400", err)
+			}
+		})
 	}
 }
