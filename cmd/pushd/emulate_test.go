@@ -94,6 +94,10 @@ func TestEmulateBadFlags(t *testing.T) {
 		{"ca-out without tls", []string{"--ca-out", "x.pem"}},
 		{"missing client cert", []string{"--client-cert", "/nonexistent.pem"}},
 		{"stray argument", []string{"serve"}},
+		{"federated issuer alone", []string{"--federated-issuer", "https://oidc.example/"}},
+		{"federated key missing", []string{"--federated-issuer", "https://oidc.example/", "--federated-subject", "system:serviceaccount:a:b", "--federated-key", "/nonexistent.pem"}},
+		{"workspace not a UUID", []string{"--workspace", "sales"}},
+		{"missing trusted issuer", []string{"--trusted-issuer", "/nonexistent.pem"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -333,3 +333,40 @@ func TestTokenOutage(t *testing.T) {
 		t.Fatalf("after outage: %d %v", status, body)
 	}
 }
+
+// TestWorkspacesPerPrincipal: with Workspaces set, a service principal's
+// token reaches only those workspaces (403 elsewhere, and on My workspace
+// Power BI's "API is not accessible for application"); a user's token
+// reaches every workspace.
+func TestWorkspacesPerPrincipal(t *testing.T) {
+	const given, other = "0f6a3b4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "9a9a9a9a-1b1b-4c2c-8d3d-4e4e4e4e4e4e"
+	e := start(t, func(c *Config) { c.Workspaces = []string{given} })
+	status, body := e.tokenRequest(DefaultTenant, url.Values{"grant_type": {"client_credentials"}, "client_id": {DefaultClientID},
+		"scope": {powerBIScope}, "client_secret": {DefaultClientSecret}})
+	if status != http.StatusOK {
+		t.Fatalf("token: %d %v", status, body)
+	}
+	principal := body["access_token"].(string)
+	user := e.s.IssueToken()
+	for _, tc := range []struct {
+		name, token, path string
+		status            int
+		body              string
+	}{
+		{"principal, workspace given", principal, "/v1.0/myorg/groups/" + given + "/datasets", 200, ""},
+		{"principal, another workspace", principal, "/v1.0/myorg/groups/" + other + "/datasets", 403, "PowerBINotAuthorizedException"},
+		{"principal, My workspace", principal, "/v1.0/myorg/datasets", 403, "API is not accessible for application"},
+		{"user, another workspace", user, "/v1.0/myorg/groups/" + other + "/datasets", 200, ""},
+		{"user, My workspace", user, "/v1.0/myorg/datasets", 200, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.doToken("GET", tc.path, nil, tc.token)
+			if r.status != tc.status || !strings.Contains(string(r.body), tc.body) {
+				t.Errorf("GET %s = %d %s, want %d with %q", tc.path, r.status, r.body, tc.status, tc.body)
+			}
+		})
+	}
+	if err := (Config{Tenant: "t", Workspaces: []string{"sales"}}).Validate(); err == nil || !strings.Contains(err.Error(), "workspaces[0]") {
+		t.Errorf("Validate = %v, want workspaces[0] named", err)
+	}
+}
