@@ -234,6 +234,7 @@ func runValidate(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d pipelines)\n", *path, len(cfg.Pipelines))
+	explainShares(stdout, cfg)
 	return exitOK
 }
 

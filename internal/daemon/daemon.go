@@ -265,7 +265,13 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 			if kafkaMetrics == nil {
 				kafkaMetrics = source.NewKafkaMetrics(reg)
 			}
-			k, err := source.NewKafka(pc.Source.Kafka, source.KafkaOptions{Logger: plog.With("component", "kafka"), Metrics: kafkaMetrics, MaxUnacked: pc.MaxUnackedEvents})
+			// The members of the group split the dataset's quotas by
+			// their partitions, recomputed at every rebalance.
+			datasetID := target.DatasetID
+			k, err := source.NewKafka(pc.Source.Kafka, source.KafkaOptions{
+				Logger: plog.With("component", "kafka"), Metrics: kafkaMetrics, MaxUnacked: pc.MaxUnackedEvents,
+				OnShare: func(share float64) { client.SetShare(datasetID, share) },
+			})
 			if err != nil {
 				return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
 			}

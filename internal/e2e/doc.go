@@ -18,7 +18,15 @@
 //     requests are in flight drains and exits 0 within shutdown_timeout; a
 //     restart completes the stream with every event exactly once.
 //   - TestKafkaTwoProcessesShareTheGroup: two processes in one group both
-//     consume (their /metrics say so) and together deliver every event.
+//     consume (their /metrics say so) and together deliver every event,
+//     with at most max_unacked_events plus one commit interval of
+//     duplicates per member.
+//   - TestKafkaThreeProcessesShareTheQuota: three processes of one group on
+//     six partitions each take a third of a scaled-down quota and together
+//     use at least 90% of it with no 429; one stops, the two others take
+//     half each, still with no 429, and every event lands.
+//   - TestHTTPTwoProcessesShareTheQuota: two HTTP-source daemons with
+//     limits.share 0.5 on one dataset draw no 429 (with share 1 they do).
 //   - TestKafkaThrottlingKeepsHeapFlat: a minute of 429s while 120,000
 //     events wait in Kafka; pushd's heap (go_memstats_heap_inuse_bytes,
 //     scraped from /metrics) stays under a stated bound and every event

@@ -265,10 +265,12 @@ func TestKafkaTwoProcessesShareTheGroup(t *testing.T) {
 	c := newCluster(t)
 	emu, ca, id := testEmulator(t, noQuotas)
 	s := setup{emu: emu, ca: ca, dir: t.TempDir()}
+	const maxUnacked = 2_000
 	opts := pipelineOptions{
-		source: kafkaSource(c, group, 200*time.Millisecond),
-		batch:  "{max_rows: 10000, linger: 50ms}",
-		limits: raisedLimits,
+		source:     kafkaSource(c, group, 200*time.Millisecond),
+		batch:      "{max_rows: 10000, linger: 50ms}",
+		limits:     raisedLimits,
+		maxUnacked: maxUnacked,
 	}
 	a := startPushd(t, "a", s.writeConfig(t, "a", opts))
 	b := startPushd(t, "b", s.writeConfig(t, "b", opts))
@@ -281,6 +283,7 @@ func TestKafkaTwoProcessesShareTheGroup(t *testing.T) {
 	events := telemetry(t, most)
 	total := 0
 	var fetchedA, fetchedB float64
+	began := time.Now()
 	for {
 		produce(t, c, events[total:total+round], total+1)
 		total += round
@@ -328,6 +331,14 @@ func TestKafkaTwoProcessesShareTheGroup(t *testing.T) {
 		t.Fatalf("the group committed %d offsets, want %d", committedTotal, total)
 	}
 	t.Logf("%d events delivered by two processes, %d duplicates (from a rebalance, if any)", total, dups)
+	// The README's bound: a rebalance duplicates at most the events in
+	// flight in the members that lose partitions (max_unacked_events each)
+	// and those they acknowledged in one commit interval (at the run's
+	// rate).
+	perInterval := int(float64(total) / time.Since(began).Seconds() * 0.2)
+	if bound := 2 * (maxUnacked + perInterval); dups > bound {
+		t.Fatalf("%d duplicates, more than max_unacked_events (%d) and one commit interval (%d events) for each of the 2 members", dups, maxUnacked, perInterval)
+	}
 }
 
 // TestKafkaThrottlingKeepsHeapFlat throttles every request for a minute

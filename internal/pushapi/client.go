@@ -119,20 +119,24 @@ func (c *Client) SetLimits(datasetID string, l Limits) {
 // SetShare sets the share (0 < share <= 1) of the dataset's quotas this
 // process keeps to, when several processes write the dataset: every quota
 // of its Limits is scaled by it (see Limits.Share). It overrides
-// Limits.Share, applies at once to requests not yet sent, and is logged
-// when it changes. A Kafka source calls it at every rebalance.
+// Limits.Share and is logged when it changes. The first call for a dataset
+// applies at once; later, a smaller share applies at once and a larger
+// one after one window of each quota (the process that gave its share up
+// may have requests in Power BI's window until then). A Kafka source calls
+// it at every rebalance.
 func (c *Client) SetShare(datasetID string, share float64) {
 	if !(share > 0 && share <= 1) {
 		share = 1
 	}
 	c.mu.Lock()
+	_, before := c.shares[datasetID]
 	c.shares[datasetID] = share
 	l := c.limits[datasetID]
 	l.Share = share
 	c.limits[datasetID] = l
 	previous := 1.0
 	if d, ok := c.datasets[datasetID]; ok {
-		previous = d.setShare(share)
+		previous = d.setShare(c.clock.Now(), share, !before)
 	}
 	c.mu.Unlock()
 	c.metrics.share(datasetID, share)

@@ -69,18 +69,38 @@ const waitForAnswer time.Duration = -1
 type window struct {
 	length time.Duration
 	limit  int
-	at     []time.Time
-	n      []int
-	head   int
-	sum    int // weight of the answered requests in at/n
-	held   int // weight of the requests sent and not answered
+	// raiseTo, when above 0, is a higher limit that applies from raiseAt
+	// (see setLimit).
+	raiseTo int
+	raiseAt time.Time
+	at      []time.Time
+	n       []int
+	head    int
+	sum     int // weight of the answered requests in at/n
+	held    int // weight of the requests sent and not answered
 }
 
 func newWindow(limit int, length time.Duration) *window {
 	return &window{length: length, limit: limit}
 }
 
+// setLimit lowers the limit at once; a higher one applies only a window
+// after now (or at once when immediate). A process's share grows when
+// another process writing the dataset gave its part up, and that process's
+// last requests may still be in Power BI's window: after one window they
+// are not.
+func (w *window) setLimit(now time.Time, limit int, immediate bool) {
+	if limit <= w.limit || immediate {
+		w.limit, w.raiseTo = limit, 0
+		return
+	}
+	w.raiseTo, w.raiseAt = limit, now.Add(w.length)
+}
+
 func (w *window) prune(now time.Time) {
+	if w.raiseTo > 0 && !now.Before(w.raiseAt) {
+		w.limit, w.raiseTo = w.raiseTo, 0
+	}
 	cut := now.Add(-w.length)
 	for w.head < len(w.at) && !w.at[w.head].After(cut) {
 		w.sum -= w.n[w.head]
@@ -209,45 +229,51 @@ func newDatasetLimiter(id string, l Limits) *datasetLimiter {
 		posted:      make(map[string]int64),
 		pending:     make(map[string]int64),
 	}
-	d.setShareLocked(l.Share)
+	d.setShareLocked(time.Time{}, l.Share, true)
 	return d
 }
 
 // setShareLocked scales every quota to share s of the dataset's (0 or
-// above 1: the whole).
-func (d *datasetLimiter) setShareLocked(s float64) {
+// above 1: the whole). A smaller quota applies at once, a larger one a
+// window of that quota after now (see window.setLimit) unless immediate;
+// the in-flight bound applies at once.
+func (d *datasetLimiter) setShareLocked(now time.Time, s float64, immediate bool) {
 	if s <= 0 || s > 1 {
 		s = 1
 	}
 	l := d.limits
 	d.share = s
 	d.maxInFlight = share(l.MaxInFlight, s)
-	d.reqWindow.limit = share(l.RequestsPerMinute, s)
-	d.rowsWindow.limit = share(l.RowsPerHour, s)
-	d.largeWindow.limit = share(l.LargeTableRequestsPerHour, s)
+	d.reqWindow.setLimit(now, share(l.RequestsPerMinute, s), immediate)
+	d.rowsWindow.setLimit(now, share(l.RowsPerHour, s), immediate)
+	d.largeWindow.setLimit(now, share(l.LargeTableRequestsPerHour, s), immediate)
 	// Rows are not paced: a backlog may use the whole hourly quota at once
 	// (Power BI counts rows per hour, not per second), so the bucket holds
-	// the whole quota and the sliding window is what keeps the limit.
-	d.burst = d.rowsWindow.limit
+	// the whole quota and the sliding window is what keeps the limit. The
+	// buckets take the new rates at once: they only smooth, the windows
+	// keep the quotas.
+	reqs, rows := share(l.RequestsPerMinute, s), share(l.RowsPerHour, s)
+	d.burst = rows
 	if d.reqBucket == nil {
-		d.reqBucket = bucket(d.reqWindow.limit, l.RequestWindow, 1)
-		d.rowsBucket = bucket(d.rowsWindow.limit, l.RowsWindow, d.burst)
+		d.reqBucket = bucket(reqs, l.RequestWindow, 1)
+		d.rowsBucket = bucket(rows, l.RowsWindow, d.burst)
 		return
 	}
-	now := time.Now()
-	d.reqBucket.SetLimitAt(now, rate.Limit(float64(d.reqWindow.limit)/l.RequestWindow.Seconds()))
-	d.rowsBucket.SetLimitAt(now, rate.Limit(float64(d.rowsWindow.limit)/l.RowsWindow.Seconds()))
+	d.reqBucket.SetLimitAt(now, rate.Limit(float64(reqs)/l.RequestWindow.Seconds()))
+	d.rowsBucket.SetLimitAt(now, rate.Limit(float64(rows)/l.RowsWindow.Seconds()))
 	d.rowsBucket.SetBurstAt(now, d.burst)
 }
 
 // setShare sets the share of the dataset's quotas this process keeps to and
 // reports the one before. Requests in flight finish; the next ones wait
-// under the new quotas.
-func (d *datasetLimiter) setShare(s float64) (previous float64) {
+// under the new quotas. A larger share applies a window after now (each
+// quota's own window) unless immediate: the first share a Kafka source
+// learns applies at once.
+func (d *datasetLimiter) setShare(now time.Time, s float64, immediate bool) (previous float64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	previous = d.share
-	d.setShareLocked(s)
+	d.setShareLocked(now, s, immediate)
 	d.wakeLocked()
 	return previous
 }

@@ -105,7 +105,8 @@ func TestEmulatorQuotaUse(t *testing.T) {
 
 // TestMeasureQuotaUse measures the share of the quota a standing backlog
 // uses against the emulator, PUSHD_MEASURE_RUNS runs (5) of
-// PUSHD_MEASURE_WINDOWS windows (12) per case:
+// PUSHD_MEASURE_WINDOWS windows (12) per case (one case: -run
+// 'TestMeasureQuotaUse/rows'):
 //
 //	PUSHD_MEASURE=1 go test ./internal/pushapi -run TestMeasureQuotaUse -v -timeout 60m
 func TestMeasureQuotaUse(t *testing.T) {
@@ -114,13 +115,15 @@ func TestMeasureQuotaUse(t *testing.T) {
 	}
 	runs, windows := envInt(t, "PUSHD_MEASURE_RUNS", 5), envInt(t, "PUSHD_MEASURE_WINDOWS", 12)
 	for _, q := range quotaCases {
-		for i := range runs {
-			used, throttled := quotaUse(t, q, windows)
-			fmt.Printf("%v: run %d: used %.2f%% of the quota over %d windows, %d answers 429\n", q, i+1, 100*used, windows, throttled)
-			if throttled != 0 {
-				t.Errorf("%v: run %d: %d answers 429", q, i+1, throttled)
+		t.Run(q.name, func(t *testing.T) {
+			for i := range runs {
+				used, throttled := quotaUse(t, q, windows)
+				fmt.Printf("%v: run %d: used %.2f%% of the quota over %d windows, %d answers 429\n", q, i+1, 100*used, windows, throttled)
+				if throttled != 0 {
+					t.Errorf("%v: run %d: %d answers 429", q, i+1, throttled)
+				}
 			}
-		}
+		})
 	}
 }
 

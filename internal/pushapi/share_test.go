@@ -166,3 +166,48 @@ func TestQuotaUsedRatio(t *testing.T) {
 		}
 	})
 }
+
+// TestShareRaiseWaitsAWindow: a process whose share grows (another process
+// writing the dataset left) keeps to its old share for one window, the time
+// the other process's last requests need to leave Power BI's window; a
+// share that shrinks applies at once.
+func TestShareRaiseWaitsAWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &script{steps: []func(http.ResponseWriter, *http.Request){ok}}
+		c := syncClient(t, s, Limits{RequestsPerMinute: 10, RequestWindow: 2 * time.Second})
+		tgts := []Target{{DatasetID: "ds", Table: "a"}}
+		c.SetShare("ds", 0.5)
+		runWorkers(t, c, tgts, 4, 1, 4*time.Second)
+		changed := time.Now()
+		c.SetShare("ds", 1)
+		runWorkers(t, c, tgts, 4, 1, 6*time.Second)
+		reqs := s.requests()
+		var before []recorded // arrived within a window after the change
+		for _, r := range reqs {
+			if r.at.Before(changed.Add(2 * time.Second)) {
+				before = append(before, r)
+			}
+		}
+		at, w := weights(before, false)
+		if got := maxInWindow(at, w, 2*time.Second); got > 5 {
+			t.Errorf("a window ending within one window of the raise held %d requests, want <= 5 (the old share)", got)
+		}
+		at, w = weights(reqs, false)
+		if got := maxInWindow(at, w, 2*time.Second); got != 10 {
+			t.Errorf("busiest window after the raise took effect = %d, want 10", got)
+		}
+		c.SetShare("ds", 0.5)
+		lowered := time.Now()
+		runWorkers(t, c, tgts, 4, 1, 6*time.Second)
+		var after []recorded
+		for _, r := range s.requests() {
+			if r.at.After(lowered) {
+				after = append(after, r)
+			}
+		}
+		at, w = weights(after, false)
+		if got := maxInWindow(at, w, 2*time.Second); got > 5 {
+			t.Errorf("after lowering the share a window held %d requests of its own, want <= 5", got)
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,9 +34,12 @@ import (
 //
 // # Rebalances
 //
-// kafka-go's Reader runs the group protocol itself and does not tell its
-// user about assignments, so this is what happens on a rebalance (read from
-// kafka-go v0.4.51 reader.go and consumergroup.go):
+// kafka-go's Reader runs the group protocol itself and tells its user of an
+// assignment only in a log line (which groupState reads, for Ready and for
+// the member's quota share, KafkaOptions.OnShare), so this is what happens
+// on a rebalance (read from kafka-go v0.4.51 reader.go and
+// consumergroup.go); in particular nothing is committed at a rebalance
+// beyond the commits already queued:
 //
 //   - The generation ends when a heartbeat returns REBALANCE_IN_PROGRESS (or
 //     fails). The Reader stops its partition readers and drops the records it
@@ -94,6 +98,15 @@ type Kafka struct {
 	counterMu    sync.Mutex
 	others       map[string]prometheus.Counter
 
+	// The quota share: onShare is told it after each assignment, from the
+	// partition counts of topics (the last known when the brokers cannot
+	// say).
+	onShare         func(share float64)
+	dialer          *kafka.Dialer
+	brokers         []string
+	topicNames      []string
+	partitionCounts map[string]int
+
 	closing   chan struct{} // closed when Close starts
 	loopStop  context.CancelFunc
 	loopDone  chan struct{}
@@ -143,6 +156,11 @@ type KafkaOptions struct {
 	LagInterval time.Duration
 	// QueueCapacity is kafka-go's internal record queue (default 100).
 	QueueCapacity int
+	// OnShare, when set, is called after every rebalance with the share
+	// (0 < share <= 1) of all partitions of the configured topics assigned
+	// to this member. The daemon gives it to the Power BI client, which
+	// keeps to that share of the dataset's quotas.
+	OnShare func(share float64)
 }
 
 // NewKafka validates cfg, builds the TLS and SASL settings, and joins the
@@ -188,7 +206,7 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		SASLMechanism: mechanism,
 	}
 	group := cfg.GroupID
-	state := &groupState{}
+	state := &groupState{assigned: make(chan int, 1)}
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           cfg.Brokers,
 		GroupID:           group,
@@ -210,20 +228,25 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 	})
 	loopCtx, loopStop := context.WithCancel(context.Background())
 	k := &Kafka{
-		reader:         reader,
-		tracker:        newOffsetTracker(),
-		log:            log.With("group", group),
-		metrics:        opts.Metrics,
-		group:          group,
-		state:          state,
-		sem:            make(chan struct{}, opts.MaxUnacked),
-		commitInterval: cfg.CommitInterval,
-		commitTimeout:  opts.CommitTimeout,
-		lagInterval:    opts.LagInterval,
-		others:         make(map[string]prometheus.Counter),
-		closing:        make(chan struct{}),
-		loopStop:       loopStop,
-		loopDone:       make(chan struct{}),
+		reader:          reader,
+		tracker:         newOffsetTracker(),
+		log:             log.With("group", group),
+		metrics:         opts.Metrics,
+		group:           group,
+		state:           state,
+		sem:             make(chan struct{}, opts.MaxUnacked),
+		commitInterval:  cfg.CommitInterval,
+		commitTimeout:   opts.CommitTimeout,
+		lagInterval:     opts.LagInterval,
+		others:          make(map[string]prometheus.Counter),
+		onShare:         opts.OnShare,
+		dialer:          dialer,
+		brokers:         cfg.Brokers,
+		topicNames:      cfg.Topics,
+		partitionCounts: make(map[string]int),
+		closing:         make(chan struct{}),
+		loopStop:        loopStop,
+		loopDone:        make(chan struct{}),
 	}
 	if m := opts.Metrics; m != nil {
 		k.unackedGauge = m.unacked.WithLabelValues(group)
@@ -389,6 +412,8 @@ func (k *Kafka) loop(ctx context.Context) {
 				k.log.Warn("kafka commit failed, retrying at the next interval", "err", err)
 			}
 			cancel()
+		case n := <-k.state.assigned:
+			k.assignment(n)
 		case <-lagTick:
 			k.refreshLag(ctx)
 		}
@@ -529,6 +554,10 @@ func (k *Kafka) Ready() error {
 // source's loggers feed this (the formats are kafka-go v0.4.51's, from
 // reader.go and consumergroup.go; TestKafkaReady notices when they change).
 type groupState struct {
+	// assigned carries the count of partitions of each new assignment
+	// (the latest only) to the source's loop.
+	assigned chan int
+
 	joined  atomic.Bool
 	lastErr atomic.Pointer[string]
 }
@@ -538,6 +567,17 @@ type groupState struct {
 func (s *groupState) observe(format string, args []any) {
 	if strings.HasPrefix(format, "subscribed to topics and partitions") {
 		s.join()
+		// The argument is the assignment: a map keyed by topic and
+		// partition (kafka-go's unexported type), so only its size is read.
+		if len(args) == 1 && s.assigned != nil {
+			if v := reflect.ValueOf(args[0]); v.Kind() == reflect.Map {
+				select {
+				case <-s.assigned: // a newer assignment replaces one not yet seen
+				default:
+				}
+				s.assigned <- v.Len()
+			}
+		}
 		return
 	}
 	for _, prefix := range [...]string{
@@ -697,4 +737,55 @@ func NewKafkaMetrics(reg prometheus.Registerer) *KafkaMetrics {
 		reg.MustRegister(m.messages, m.ackErrors, m.fetchErrors, m.commits, m.commitErrors, m.unacked, m.committed, m.lag)
 	}
 	return m
+}
+
+// minShare is the share of a member with no partition: it still sends the
+// events it read before the rebalance, at one request per window.
+const minShare = 1e-9
+
+// assignment tells onShare the share of a new assignment of assigned
+// partitions.
+func (k *Kafka) assignment(assigned int) {
+	share, total := k.share(assigned)
+	k.log.Info("kafka partitions assigned", "partitions", assigned, "of", total, "share", share)
+	if k.onShare != nil && share > 0 {
+		k.onShare(share)
+	}
+}
+
+// share is assigned over all partitions of the configured topics (0 when
+// their count is not known), and that total.
+func (k *Kafka) share(assigned int) (share float64, total int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, topic := range k.topicNames {
+		n, err := k.partitionCount(ctx, topic)
+		if err != nil {
+			k.log.Warn("kafka partition count unavailable; quota share from the last known count", "topic", topic, "err", err)
+		} else {
+			k.partitionCounts[topic] = n
+		}
+		if k.partitionCounts[topic] == 0 {
+			return 0, 0
+		}
+		total += k.partitionCounts[topic]
+	}
+	if assigned == 0 {
+		return minShare, total
+	}
+	return min(1, float64(assigned)/float64(total)), total
+}
+
+// partitionCount asks the brokers, one after the other, for topic's
+// partitions.
+func (k *Kafka) partitionCount(ctx context.Context, topic string) (int, error) {
+	var errs []error
+	for _, broker := range k.brokers {
+		parts, err := k.dialer.LookupPartitions(ctx, "tcp", broker, topic)
+		if err == nil {
+			return len(parts), nil
+		}
+		errs = append(errs, err)
+	}
+	return 0, errors.Join(errs...)
 }
