@@ -5,7 +5,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/pushd/pushd/internal/batcher"
 	"github.com/pushd/pushd/internal/source"
 )
 
@@ -26,7 +25,7 @@ type monitor struct {
 }
 
 // run loops until ctx ends.
-func (m *monitor) run(ctx, sendCtx context.Context, b *batcher.Batcher) {
+func (m *monitor) run(ctx, sendCtx context.Context, b *fanOut) {
 	t := time.NewTicker(monitorInterval)
 	defer t.Stop()
 	for {
@@ -40,7 +39,7 @@ func (m *monitor) run(ctx, sendCtx context.Context, b *batcher.Batcher) {
 }
 
 // step is one run of the monitor.
-func (m *monitor) step(ctx context.Context, b *batcher.Batcher, now time.Time) {
+func (m *monitor) step(ctx context.Context, b *fanOut, now time.Time) {
 	p := m.p
 	mapped := p.rowsMapped.Load()
 	// An exponential average over about ten seconds.

@@ -44,7 +44,10 @@ type DeadLetter interface {
 // that goes to the dead letter, with why.
 type Rejection struct {
 	Pipeline string
-	Event    source.Event
+	// Target names the target that refused the row (rejected); empty for
+	// an event refused before it became rows.
+	Target string
+	Event  source.Event
 	// Index is the object's position in an array event (0 for an object).
 	Index int
 	// Kind is "source" (the source could not frame the event), "mapping"
@@ -63,12 +66,16 @@ type Rejection struct {
 	Row json.RawMessage
 }
 
-// Options configure a pipeline. Source, Mapper, Sender and DeadLetter are
-// required.
+// Options configure a pipeline. Source, Mapper, DeadLetter and a target
+// (Targets, or Sender and Target) are required.
 type Options struct {
-	Name       string
-	Source     source.Source
-	Mapper     *schema.Mapper
+	Name   string
+	Source source.Source
+	Mapper *schema.Mapper
+	// Targets are where the rows go, each with its own batching and
+	// senders. When empty, Sender and Target make the one Power BI target,
+	// with Batch and Senders.
+	Targets    []TargetOptions
 	Batch      batcher.Config
 	Target     pushapi.Target
 	Sender     pushapi.Sender
@@ -106,6 +113,17 @@ type Summary struct {
 	EventsAcked        int64
 	BatchesSplit       int64
 	ShutdownTimedOut   bool
+	// Targets counts what each target did (the totals above add them up).
+	Targets []TargetSummary
+}
+
+// TargetSummary counts what one target of a pipeline did.
+type TargetSummary struct {
+	Name             string
+	RowsAccepted     int64
+	RowsDeadLettered int64
+	Requests         int64 // successful sends (requests, produced batches)
+	BatchesSplit     int64
 }
 
 // Pipeline is one running pipeline. Make it with New, run it with Run.
@@ -123,6 +141,8 @@ type Pipeline struct {
 	eventsWithdrawn                                            atomic.Int64
 
 	stage *reduceStage // nil without a reduction
+	// out hands rows to the targets (made by New).
+	out *fanOut
 	// newestAccepted is the newest Kafka record timestamp (Unix ms) among
 	// the accepted unreduced rows, for the freshness metric.
 	newestAccepted atomic.Int64
@@ -139,8 +159,8 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, errors.New("pipeline: no source")
 	case opts.Mapper == nil:
 		return nil, errors.New("pipeline: no schema mapper")
-	case opts.Sender == nil:
-		return nil, errors.New("pipeline: no sender")
+	case len(opts.Targets) == 0 && opts.Sender == nil:
+		return nil, errors.New("pipeline: no target")
 	case opts.DeadLetter == nil:
 		return nil, errors.New("pipeline: no dead letter")
 	}
@@ -149,6 +169,19 @@ func New(opts Options) (*Pipeline, error) {
 	}
 	if opts.Senders <= 0 {
 		opts.Senders = 5
+	}
+	if len(opts.Targets) == 0 {
+		opts.Targets = []TargetOptions{{Name: "powerbi", Target: PowerBI{Sender: opts.Sender, Table: opts.Target},
+			Batch: opts.Batch, Senders: opts.Senders}}
+	}
+	opts.Targets = append([]TargetOptions(nil), opts.Targets...)
+	for i, t := range opts.Targets {
+		if t.Target == nil {
+			return nil, fmt.Errorf("pipeline: target %d (%s) is nil", i, t.Name)
+		}
+		if t.Senders <= 0 {
+			opts.Targets[i].Senders = 5
+		}
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
@@ -165,6 +198,22 @@ func New(opts Options) (*Pipeline, error) {
 		failed:     make(chan struct{}),
 	}
 	p.ackHook = p.onAck
+	p.out = &fanOut{p: p}
+	for _, t := range opts.Targets {
+		// One target: a full queue holds the reader back at once, so that
+		// rows keep joining the open batch. Several: a target that is
+		// throttled must not hold back the others before the unacked bound,
+		// so its queue can take a batch per unacked event.
+		queue := t.Senders
+		if len(opts.Targets) > 1 {
+			queue = max(t.Senders, opts.MaxUnacked)
+		}
+		side, err := newSendSide(p, t, queue)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline %s: target %s: %w", opts.Name, t.Name, err)
+		}
+		p.out.sides = append(p.out.sides, side)
+	}
 	if opts.Reducer != nil {
 		p.stage = newReduceStage(p, opts.Reducer)
 	}
@@ -181,24 +230,10 @@ func (p *Pipeline) Run(ctx context.Context) (Summary, error) {
 	sendCtx, cancelSend := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSend()
 
-	batches := make(chan *batcher.Batch, p.opts.Senders)
-	b, err := batcher.New(p.opts.Batch, batches)
-	if err != nil {
-		return p.summary(), err
-	}
-
+	b := p.out
 	var senders sync.WaitGroup
-	for range p.opts.Senders {
-		senders.Go(func() {
-			for batch := range batches {
-				// Rows of events withdrawn by their source (an HTTP
-				// request past its response timeout) are dropped here,
-				// before the post; the rest can no longer be withdrawn.
-				if batch = batch.Take(); batch != nil {
-					p.deliver(sendCtx, batch)
-				}
-			}
-		})
+	for _, side := range b.sides {
+		senders.Go(func() { side.run(sendCtx) })
 	}
 
 	// Reading stops when ctx ends or a fatal error occurs.
@@ -227,13 +262,9 @@ func (p *Pipeline) Run(ctx context.Context) (Summary, error) {
 		if p.stage != nil {
 			p.stage.flush(sendCtx, b) // open windows and intervals go out too
 		}
-		if err := b.Flush(sendCtx); err != nil && !errors.Is(err, batcher.ErrClosed) {
-			p.log.Warn("flushing the last batch failed", "err", err)
+		for _, side := range b.sides {
+			side.close(sendCtx)
 		}
-		if unsent := b.Close(); unsent != nil {
-			unsent.Done(fmt.Errorf("pipeline %s: batch not sent before shutdown", p.opts.Name))
-		}
-		close(batches)
 		senders.Wait()
 		close(drained)
 	}()
@@ -269,7 +300,7 @@ func (p *Pipeline) Run(ctx context.Context) (Summary, error) {
 
 // readLoop reads, maps and batches events until the end of input, ctx ends
 // or a fatal error. It returns an error only for a source failure.
-func (p *Pipeline) readLoop(ctx, sendCtx context.Context, b *batcher.Batcher) error {
+func (p *Pipeline) readLoop(ctx, sendCtx context.Context, b *fanOut) error {
 	var rows []json.RawMessage
 	done := ctx.Done()
 	for {
@@ -334,7 +365,7 @@ func (p *Pipeline) onAck(err error) {
 }
 
 // handle maps one event into rows and hands them to the batcher.
-func (p *Pipeline) handle(ctx context.Context, b *batcher.Batcher, ev source.Event, ack source.Ack, rows []json.RawMessage) []json.RawMessage {
+func (p *Pipeline) handle(ctx context.Context, b *fanOut, ev source.Event, ack source.Ack, rows []json.RawMessage) []json.RawMessage {
 	tr := batcher.NewTrackerWithHook(ev, ack, p.ackHook)
 	defer tr.Seal()
 
@@ -360,10 +391,6 @@ func (p *Pipeline) handle(ctx context.Context, b *batcher.Batcher, ev source.Eve
 	}
 	for _, row := range rows {
 		if err := b.Add(ctx, row, tr); err != nil {
-			if errors.Is(err, batcher.ErrRowTooLarge) {
-				p.reject(ctx, tr, Rejection{Event: ev, Kind: "rejected", Rule: "size", Message: err.Error(), Row: row})
-				continue
-			}
 			tr.Fail(fmt.Errorf("pipeline %s: batching %s: %w", p.opts.Name, ev.Where(), err))
 			break
 		}
@@ -403,6 +430,9 @@ func (p *Pipeline) reject(ctx context.Context, tr *batcher.Tracker, r Rejection)
 // ones that do not apply (a mapping failure has no HTTP status).
 func rejectionAttrs(r Rejection) []any {
 	attrs := []any{"position", r.Event.Where(), "kind", r.Kind}
+	if r.Target != "" {
+		attrs = append(attrs, "target", r.Target)
+	}
 	if r.Index != 0 {
 		attrs = append(attrs, "index", r.Index)
 	}
@@ -421,34 +451,6 @@ func rejectionAttrs(r Rejection) []any {
 	return append(attrs, "err", r.Message)
 }
 
-// deliver sends a batch; on a row error it splits the batch to isolate the
-// rows Power BI refuses, which go to the dead letter.
-func (p *Pipeline) deliver(ctx context.Context, b *batcher.Batch) {
-	err := p.opts.Sender.PostRows(ctx, p.opts.Target, b.Rows)
-	switch {
-	case err == nil:
-		p.requests.Add(1)
-		p.rowsAccepted.Add(int64(b.Len()))
-		p.observeAccepted(b)
-		b.Done(nil)
-	case pushapi.IsRowError(err) && b.Len() > 1:
-		p.splits.Add(1)
-		first, second := b.Split()
-		p.deliver(ctx, first)
-		p.deliver(ctx, second)
-	case pushapi.IsRowError(err) || errors.Is(err, pushapi.ErrRetriesExhausted):
-		p.rejectBatch(ctx, b, err)
-	default:
-		if ctx.Err() == nil && pushapi.IsPermanent(err) {
-			// The target itself is refused (dataset gone, access lost):
-			// dead-lettering the whole stream would hide it. Stop instead;
-			// nothing is acked, everything comes again once it is fixed.
-			p.fail(fmt.Errorf("pipeline %s: %w", p.opts.Name, err))
-		}
-		b.Done(err)
-	}
-}
-
 // observeAccepted records the newest Kafka record timestamp of an accepted
 // batch for the freshness metric (reduced rows record their own).
 func (p *Pipeline) observeAccepted(b *batcher.Batch) {
@@ -465,39 +467,6 @@ func (p *Pipeline) observeAccepted(b *batcher.Batch) {
 		if ms <= cur || p.newestAccepted.CompareAndSwap(cur, ms) {
 			return
 		}
-	}
-}
-
-// rejectBatch dead-letters every row of b with err as the reason.
-func (p *Pipeline) rejectBatch(ctx context.Context, b *batcher.Batch, err error) {
-	r := Rejection{Kind: "rejected", Rule: "rejected", Message: err.Error()}
-	var ae *pushapi.APIError
-	if errors.As(err, &ae) {
-		r.Status, r.Code = ae.Status, ae.Code
-		r.Message = ae.Message
-		if r.Message == "" {
-			r.Message = err.Error()
-		}
-	}
-	if errors.Is(err, pushapi.ErrRetriesExhausted) {
-		r.Rule = "retries_exhausted"
-		r.Message = err.Error()
-	}
-	for i, row := range b.Rows {
-		rr := r
-		rr.Event = b.Trackers[i].Event()
-		rr.Row = row
-		rr.Pipeline = p.opts.Name
-		if werr := p.opts.DeadLetter.Write(ctx, rr); werr != nil {
-			werr = fmt.Errorf("pipeline %s: writing the dead letter for %s: %w", p.opts.Name, rr.Event.Where(), werr)
-			p.fail(werr)
-			b.RowDone(i, werr)
-			continue
-		}
-		p.rowsDead.Add(1)
-		p.log.Warn("dead-lettered", rejectionAttrs(rr)...)
-		b.Trackers[i].MarkDeadLettered()
-		b.RowDone(i, nil)
 	}
 }
 
@@ -534,5 +503,6 @@ func (p *Pipeline) summary() Summary {
 		EventsWithdrawn:    p.eventsWithdrawn.Load(),
 		EventsAcked:        p.eventsAcked.Load(),
 		BatchesSplit:       p.splits.Load(),
+		Targets:            p.targetSummaries(),
 	}
 }

@@ -62,7 +62,7 @@ func newReduceStage(p *Pipeline, r *reduce.Reducer) *reduceStage {
 // add folds the rows of one event (followed by tr) into the reduction, then
 // sends what that completes. Rows the reduction refuses (late, no event
 // time) go to the dead letter.
-func (st *reduceStage) add(ctx context.Context, b *batcher.Batcher, ev source.Event, tr *batcher.Tracker, rows []json.RawMessage) {
+func (st *reduceStage) add(ctx context.Context, b *fanOut, ev source.Event, tr *batcher.Tracker, rows []json.RawMessage) {
 	// Folded, the event is as good as sent: its source may no longer take
 	// it back (an HTTP caller's 503 must not name an event that lands).
 	if !ev.Claim.Take() {
@@ -109,7 +109,7 @@ func (st *reduceStage) add(ctx context.Context, b *batcher.Batcher, ev source.Ev
 }
 
 // tick emits what is due (windows closed by the clock, intervals).
-func (st *reduceStage) tick(ctx context.Context, b *batcher.Batcher, now time.Time) {
+func (st *reduceStage) tick(ctx context.Context, b *fanOut, now time.Time) {
 	st.mu.Lock()
 	ems := st.r.Tick(now.UnixMilli(), nil)
 	st.mu.Unlock()
@@ -117,7 +117,7 @@ func (st *reduceStage) tick(ctx context.Context, b *batcher.Batcher, now time.Ti
 }
 
 // flushOldest emits the oldest window early, at the unacked bound.
-func (st *reduceStage) flushOldest(ctx context.Context, b *batcher.Batcher) {
+func (st *reduceStage) flushOldest(ctx context.Context, b *fanOut) {
 	st.mu.Lock()
 	ems := st.r.FlushOldest(nil)
 	st.mu.Unlock()
@@ -126,7 +126,7 @@ func (st *reduceStage) flushOldest(ctx context.Context, b *batcher.Batcher) {
 
 // flush emits everything the reduction holds: at the end of input, at
 // shutdown, and when an overloaded pipeline has caught up.
-func (st *reduceStage) flush(ctx context.Context, b *batcher.Batcher) {
+func (st *reduceStage) flush(ctx context.Context, b *fanOut) {
 	st.mu.Lock()
 	ems := st.r.Flush(nil)
 	st.mu.Unlock()
@@ -135,7 +135,7 @@ func (st *reduceStage) flush(ctx context.Context, b *batcher.Batcher) {
 
 // send hands each emission's rows to the batcher with one tracker that
 // releases the folded events when the rows are settled.
-func (st *reduceStage) send(ctx context.Context, b *batcher.Batcher, ems []reduce.Emission) {
+func (st *reduceStage) send(ctx context.Context, b *fanOut, ems []reduce.Emission) {
 	for _, em := range ems {
 		if em.Early {
 			st.noteEarly(em)
@@ -152,11 +152,8 @@ func (st *reduceStage) send(ctx context.Context, b *batcher.Batcher, ems []reduc
 			acks.Done(err)
 		})
 		for _, row := range em.Rows {
+			// A row too large for a target is dead-lettered by b.Add.
 			if err := b.Add(ctx, row, tr); err != nil {
-				if errors.Is(err, batcher.ErrRowTooLarge) {
-					st.p.reject(ctx, tr, Rejection{Event: tr.Event(), Kind: "rejected", Rule: "size", Message: err.Error(), Row: row})
-					continue
-				}
 				tr.Fail(fmt.Errorf("pipeline %s: batching the reduced rows of %s: %w", st.p.opts.Name, em.Label, err))
 				break
 			}
