@@ -13,6 +13,8 @@ import (
 // fakeEnv gives every ${VAR} an example value of the right shape.
 func fakeEnv(name string) (string, bool) {
 	switch {
+	case strings.HasSuffix(name, "_FABRIC_CONNECTION_STRING"):
+		return "Endpoint=sb://example.servicebus.windows.net/;SharedAccessKeyName=example;SharedAccessKey=example=;EntityPath=es_xxxx", true
 	case strings.HasSuffix(name, "_ID"):
 		return "3fa85f64-5717-4562-b3fc-2c963f66afa6", true
 	default:

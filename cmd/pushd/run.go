@@ -132,6 +132,11 @@ func handleSignals(cancel context.CancelFunc, now func()) func() {
 const (
 	memoryBase     = 16 << 20
 	memoryPerEvent = 2 << 10
+	// memoryPerProduceByte: a fabric_eventstream target holds up to
+	// max_in_flight batches of batch.max_bytes three times over while it
+	// sends them (the rows as kafka-go messages, kafka-go's batch, the
+	// encoded and compressed request).
+	memoryPerProduceByte = 3
 )
 
 // memoryLimit sets Go's soft memory limit from the config's bounds unless
@@ -146,6 +151,10 @@ func memoryLimit(cfg *config.Config) (int64, bool) {
 	limit := int64(memoryBase)
 	for _, p := range cfg.Pipelines {
 		limit += int64(p.MaxUnackedEvents) * memoryPerEvent
+		for _, t := range p.Targets {
+			es := t.FabricEventstream
+			limit += int64(es.MaxInFlight) * int64(es.Batch.MaxBytes) * memoryPerProduceByte
+		}
 	}
 	debug.SetMemoryLimit(limit)
 	return limit, true

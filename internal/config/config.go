@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/pushd/pushd/internal/batcher"
+	"github.com/pushd/pushd/internal/eventstream"
 	"github.com/pushd/pushd/internal/pushapi"
 	"github.com/pushd/pushd/internal/reduce"
 	"github.com/pushd/pushd/internal/schema"
@@ -75,18 +76,26 @@ type Log struct {
 	ProgressInterval time.Duration `yaml:"progress_interval"`
 }
 
-// Pipeline moves the events of one source into one Power BI table.
+// Pipeline moves the events of one source into one Power BI table, into
+// further targets (Fabric eventstreams), or both (fan-out).
 type Pipeline struct {
 	// Name identifies the pipeline in logs, metrics and dead letters:
 	// lower-case letters, digits, '_' and '-', unique.
-	Name   string         `yaml:"name"`
-	Source source.Config  `yaml:"source"`
+	Name   string        `yaml:"name"`
+	Source source.Config `yaml:"source"`
+	// Target is the Power BI table (the default target type). It may be
+	// left out when Targets names at least one other target.
 	Target pushapi.Target `yaml:"target"`
-	Schema schema.Config  `yaml:"schema"`
+	// Targets are further targets that receive every row as well, each
+	// with its own batching, limits and metrics; an event is acked when
+	// every target accepted or dead-lettered its rows.
+	Targets []Target      `yaml:"targets"`
+	Schema  schema.Config `yaml:"schema"`
 	// Reduce optionally folds the mapped rows (windowed aggregates, latest
 	// per key, sampling) before batching; off by default.
-	Reduce reduce.Config  `yaml:"reduce"`
-	Batch  batcher.Config `yaml:"batch"`
+	Reduce reduce.Config `yaml:"reduce"`
+	// Batch and Limits belong to the Power BI target.
+	Batch batcher.Config `yaml:"batch"`
 	// Limits are the quotas of the target dataset; pipelines that share a
 	// dataset must state the same limits.
 	Limits     pushapi.Limits `yaml:"limits"`
@@ -98,6 +107,43 @@ type Pipeline struct {
 	// set it to 10,000 so that every request can carry a full batch.
 	MaxUnackedEvents int       `yaml:"max_unacked_events"`
 	Provision        Provision `yaml:"provision"`
+}
+
+// Target types accepted in Target.Type. The Power BI target is the
+// pipeline's target section; TargetPowerBI names it in logs and metrics.
+const (
+	TargetPowerBI           = "powerbi"
+	TargetFabricEventstream = "fabric_eventstream"
+)
+
+// Target is one more target of a pipeline, beside or instead of its Power
+// BI target. Only the section named by Type is used.
+type Target struct {
+	// Type is fabric_eventstream.
+	Type string `yaml:"type"`
+	// Name labels the target in logs, metrics and dead letters (default:
+	// its type); unique within the pipeline.
+	Name              string             `yaml:"name"`
+	FabricEventstream eventstream.Config `yaml:"fabric_eventstream"`
+}
+
+// DefaultTarget returns the defaults of a target of targets.
+func DefaultTarget() Target {
+	return Target{FabricEventstream: eventstream.DefaultConfig()}
+}
+
+// HasPowerBI reports whether the pipeline writes to a Power BI table (its
+// target section is set).
+func (p Pipeline) HasPowerBI() bool { return p.Target != (pushapi.Target{}) }
+
+// UsesPowerBI reports whether any pipeline writes to Power BI.
+func (c *Config) UsesPowerBI() bool {
+	for _, p := range c.Pipelines {
+		if p.HasPowerBI() {
+			return true
+		}
+	}
+	return false
 }
 
 // DeadLetter says where events that cannot be delivered are written.

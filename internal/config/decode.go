@@ -46,6 +46,7 @@ func newDecoder(opts Options) *decoder {
 		fields:   make(map[reflect.Type]structInfo),
 		newElem: map[reflect.Type]func() reflect.Value{
 			reflect.TypeFor[Pipeline](): func() reflect.Value { return reflect.ValueOf(DefaultPipeline()) },
+			reflect.TypeFor[Target]():   func() reflect.Value { return reflect.ValueOf(DefaultTarget()) },
 		},
 	}
 }

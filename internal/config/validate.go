@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/pushd/pushd/internal/pushapi"
+	"github.com/pushd/pushd/internal/schema"
 	"github.com/pushd/pushd/internal/source"
 )
 
@@ -111,10 +112,16 @@ func validate(c *Config) []Problem {
 			}
 		}
 
-		section(at+".target", reflect.TypeOf(p.Target), validateTarget(p.Target))
-		if p.Target.WorkspaceID == "" && isServicePrincipal(method) {
-			add(at+".target.workspace_id", "required with auth method %s: service principals cannot use My workspace", method)
+		switch {
+		case !p.HasPowerBI() && len(p.Targets) == 0:
+			add(at+".target", "required: a Power BI table (dataset_id or dataset_name, and table), or at least one entry in targets")
+		case p.HasPowerBI():
+			section(at+".target", reflect.TypeOf(p.Target), validateTarget(p.Target))
+			if p.Target.WorkspaceID == "" && isServicePrincipal(method) {
+				add(at+".target.workspace_id", "required with auth method %s: service principals cannot use My workspace", method)
+			}
 		}
+		out = append(out, validateTargets(at, p)...)
 		section(at+".schema", reflect.TypeOf(p.Schema), p.Schema.Validate())
 		reduceErr := p.Reduce.Validate(p.Schema.Columns)
 		section(at+".reduce", reflect.TypeOf(p.Reduce), reduceErr)
@@ -162,11 +169,65 @@ func validate(c *Config) []Problem {
 		if p.Provision.Mode != pushapi.ModePush && p.Provision.Mode != pushapi.ModePushStreaming {
 			add(at+".provision.mode", "must be Push or PushStreaming, got %q", p.Provision.Mode)
 		}
-		if p.Provision.Create && p.Target.DatasetName == "" {
+		if p.Provision.Create && p.Target.DatasetName == "" && p.HasPowerBI() {
 			add(at+".provision.create", "needs target.dataset_name: a dataset is created by name")
 		}
 	}
 	return out
+}
+
+// validateTargets checks the targets list of pipeline p (at is its path):
+// each entry's type and section, unique names, and a key column that the
+// schema has.
+func validateTargets(at string, p Pipeline) []Problem {
+	var out []Problem
+	names := map[string]int{}
+	if p.HasPowerBI() {
+		names[TargetPowerBI] = -1
+	}
+	for j, t := range p.Targets {
+		tat := fmt.Sprintf("%s.targets[%d]", at, j)
+		name := t.Name
+		if name == "" {
+			name = t.Type
+		}
+		switch {
+		case t.Name != "" && !pipelineName.MatchString(t.Name):
+			out = append(out, Problem{Path: tat + ".name", Msg: fmt.Sprintf("must match %s (lower-case letters, digits, _ and -), got %q", pipelineName, t.Name)})
+		case name == TargetPowerBI && p.HasPowerBI():
+			out = append(out, Problem{Path: tat + ".name", Msg: "powerbi names the pipeline's Power BI target; choose another name"})
+		default:
+			if k, dup := names[name]; dup && k >= 0 {
+				out = append(out, Problem{Path: tat + ".name", Msg: fmt.Sprintf("%q is already the name of targets[%d]: give each target its own name", name, k)})
+			} else if name != "" {
+				names[name] = j
+			}
+		}
+		switch t.Type {
+		case TargetFabricEventstream:
+			es := t.FabricEventstream
+			out = append(out, sectionProblems(tat+".fabric_eventstream", reflect.TypeOf(es), es.Validate())...)
+			if k := es.KeyColumn; k != "" && !hasColumn(p.Schema.Columns, k) {
+				out = append(out, Problem{Path: tat + ".fabric_eventstream.key_column", Msg: fmt.Sprintf("%q is not a column of schema.columns", k)})
+			}
+		case TargetPowerBI:
+			out = append(out, Problem{Path: tat + ".type", Msg: "the Power BI target is the pipeline's target section (one per pipeline); list only other targets here"})
+		case "":
+			out = append(out, Problem{Path: tat + ".type", Msg: "required: fabric_eventstream"})
+		default:
+			out = append(out, Problem{Path: tat + ".type", Msg: fmt.Sprintf("must be fabric_eventstream, got %q", t.Type)})
+		}
+	}
+	return out
+}
+
+func hasColumn(cols []schema.Column, name string) bool {
+	for _, c := range cols {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // datasetKey identifies the dataset a target writes to.

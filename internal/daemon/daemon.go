@@ -25,6 +25,7 @@ import (
 	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/deadletter"
 	"github.com/pushd/pushd/internal/emulator"
+	"github.com/pushd/pushd/internal/eventstream"
 	"github.com/pushd/pushd/internal/pipeline"
 	"github.com/pushd/pushd/internal/provision"
 	"github.com/pushd/pushd/internal/pushapi"
@@ -107,13 +108,14 @@ type Daemon struct {
 }
 
 type running struct {
-	cfg    config.Pipeline
-	target pushapi.Target
-	src    source.Source
-	dl     *deadletter.Writer
-	p      *pipeline.Pipeline
-	http   *source.HTTP
-	kafka  *source.Kafka
+	cfg     config.Pipeline
+	target  pushapi.Target
+	streams []*eventstream.Target // the pipeline's fabric_eventstream targets
+	src     source.Source
+	dl      *deadletter.Writer
+	p       *pipeline.Pipeline
+	http    *source.HTTP
+	kafka   *source.Kafka
 }
 
 // Emulator returns the embedded emulator, nil without one.
@@ -170,12 +172,34 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: log, reg: reg, recent: newRecentDeadLetters(), rates: newRateHistory(), statusLine: opts.StatusLine}
 
+	if cfg.UsesPowerBI() || cfg.Emulator.Embedded {
+		if err := d.buildPowerBI(ctx); err != nil {
+			return d, err
+		}
+	}
+	if cfg.Metrics.Enabled {
+		ops, err := startOps(cfg.Metrics, reg, d, log)
+		if err != nil {
+			return d, err
+		}
+		d.ops = ops
+	}
+	if err := d.buildPipelines(ctx, opts); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+// buildPowerBI starts the embedded emulator if asked, makes the Power BI
+// client and its token provider, and provisions the embedded emulator.
+func (d *Daemon) buildPowerBI(ctx context.Context) error {
+	cfg, log, reg := d.cfg, d.log, d.reg
 	pbCfg := cfg.PowerBI
 	var httpClient *http.Client
 	if cfg.Emulator.Embedded {
 		emu, patched, err := startEmbedded(cfg, log)
 		if err != nil {
-			return d, err
+			return err
 		}
 		d.emu = emu
 		pbCfg = patched
@@ -184,7 +208,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 	} else {
 		c, err := pushapi.NewHTTPClient(pbCfg)
 		if err != nil {
-			return d, fmt.Errorf("powerbi: %w", err)
+			return fmt.Errorf("powerbi: %w", err)
 		}
 		httpClient = c
 	}
@@ -192,39 +216,38 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 	pm := pushapi.NewMetrics(reg)
 	tokens, err := pushapi.NewTokenProvider(pbCfg, httpClient, log.With("component", "auth"), pm)
 	if err != nil {
-		return d, &CredentialError{Err: fmt.Errorf("powerbi.auth: %w", err)}
+		return &CredentialError{Err: fmt.Errorf("powerbi.auth: %w", err)}
 	}
 	tokens = &announcedTokens{TokenProvider: tokens, method: pbCfg.Auth.ResolvedMethod(), log: log}
 	d.tokens = tokens
 	if err := checkCredential(ctx, tokens, log); err != nil {
-		return d, err
+		return err
 	}
 	client, err := pushapi.NewClient(pbCfg, tokens, httpClient, pushapi.ClientOptions{Logger: log.With("component", "powerbi"), Metrics: pm})
 	if err != nil {
-		return d, fmt.Errorf("powerbi: %w", err)
+		return fmt.Errorf("powerbi: %w", err)
 	}
 	d.client = client
-
-	if cfg.Metrics.Enabled {
-		ops, err := startOps(cfg.Metrics, reg, d, log)
-		if err != nil {
-			return d, err
-		}
-		d.ops = ops
-	}
 
 	if d.emu != nil {
 		// The embedded emulator starts empty: create what the config names.
 		actions, err := provision.Plan(ctx, client, cfg, provision.Options{CreateAll: true})
 		if err != nil {
-			return d, fmt.Errorf("provisioning the embedded emulator: %w", err)
+			return fmt.Errorf("provisioning the embedded emulator: %w", err)
 		}
 		if _, err := provision.Apply(ctx, client, actions); err != nil {
-			return d, fmt.Errorf("provisioning the embedded emulator: %w", err)
+			return fmt.Errorf("provisioning the embedded emulator: %w", err)
 		}
 	}
+	return nil
+}
 
+// buildPipelines makes each pipeline with its source, targets and dead
+// letter.
+func (d *Daemon) buildPipelines(ctx context.Context, opts Options) error {
+	cfg, log, reg := d.cfg, d.log, d.reg
 	plMetrics := pipeline.NewMetrics(reg)
+	var esMetrics *eventstream.Metrics
 	dlMetrics := deadletter.NewMetrics(reg)
 	info := newDatasetInfo(reg)
 	var kafkaMetrics *source.KafkaMetrics
@@ -234,21 +257,36 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 		d.pipelines = append(d.pipelines, r)
 		plog := log.With("pipeline", pc.Name)
 
-		target, err := client.ResolveTarget(ctx, pc.Target)
-		if err != nil {
-			return d, fmt.Errorf("pipelines[%d] (%s): resolving the target: %w", i, pc.Name, err)
+		var targets []pipeline.TargetOptions
+		if pc.HasPowerBI() {
+			target, err := d.client.ResolveTarget(ctx, pc.Target)
+			if err != nil {
+				return fmt.Errorf("pipelines[%d] (%s): resolving the target: %w", i, pc.Name, err)
+			}
+			r.target = target
+			d.client.SetLimits(target.DatasetID, pc.Limits)
+			info.set(ctx, d.client, target, plog)
+			targets = append(targets, pipeline.TargetOptions{Name: config.TargetPowerBI,
+				Target: pipeline.PowerBI{Sender: d.client, Table: target}, Batch: pc.Batch, Senders: pc.Limits.MaxInFlight})
 		}
-		r.target = target
-		client.SetLimits(target.DatasetID, pc.Limits)
-		info.set(ctx, client, target, plog)
+		if len(pc.Targets) > 0 && esMetrics == nil {
+			esMetrics = eventstream.NewMetrics(reg)
+		}
+		for j, tc := range pc.Targets {
+			to, err := r.startEventstream(ctx, tc, plog, esMetrics)
+			if err != nil {
+				return fmt.Errorf("pipelines[%d] (%s).targets[%d]: %w", i, pc.Name, j, err)
+			}
+			targets = append(targets, to)
+		}
 
 		mapper, err := schema.New(pc.Schema)
 		if err != nil {
-			return d, fmt.Errorf("pipelines[%d] (%s): schema: %w", i, pc.Name, err)
+			return fmt.Errorf("pipelines[%d] (%s): schema: %w", i, pc.Name, err)
 		}
 		dl, err := deadletter.Open(pc.DeadLetter.Path, deadletter.Options{Pipeline: pc.Name, Metrics: dlMetrics})
 		if err != nil {
-			return d, fmt.Errorf("pipelines[%d] (%s): dead_letter: %w", i, pc.Name, err)
+			return fmt.Errorf("pipelines[%d] (%s): dead_letter: %w", i, pc.Name, err)
 		}
 		r.dl = dl
 
@@ -273,7 +311,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 				OnShare: func(share float64) { client.SetShare(datasetID, share) },
 			})
 			if err != nil {
-				return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+				return fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
 			}
 			r.src, r.kafka = k, k
 		case source.TypeHTTP:
@@ -286,11 +324,11 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 				RetryAfterHint: func() time.Duration { return client.PausedFor(datasetID) },
 			})
 			if err != nil {
-				return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+				return fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
 			}
 			r.src, r.http = h, h
 		default:
-			return d, fmt.Errorf("pipelines[%d] (%s): unknown source type %q", i, pc.Name, pc.Source.Type)
+			return fmt.Errorf("pipelines[%d] (%s): unknown source type %q", i, pc.Name, pc.Source.Type)
 		}
 
 		var reducer *reduce.Reducer
@@ -304,12 +342,9 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 			Name:            pc.Name,
 			Source:          r.src,
 			Mapper:          mapper,
-			Batch:           pc.Batch,
-			Target:          target,
-			Sender:          client,
+			Targets:         targets,
 			DeadLetter:      deadLetterAdapter{w: dl, recent: d.recent},
 			MaxUnacked:      pc.MaxUnackedEvents,
-			Senders:         pc.Limits.MaxInFlight,
 			ShutdownTimeout: cfg.ShutdownTimeout,
 			Logger:          log, // pipeline.New adds the pipeline attribute itself
 			Metrics:         plMetrics,
@@ -318,12 +353,38 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 			QuotaRowsPerSecond: quotaRowsPerSecond(pc),
 		})
 		if err != nil {
-			return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+			return fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
 		}
 		r.p = p
 	}
 	d.built.Store(true)
-	return d, nil
+	return nil
+}
+
+// startEventstream makes the j-th target of r's pipeline, a Fabric
+// eventstream, and checks at once that it connects, authenticates and sees
+// its topic: a wrong connection string stops pushd at start, not later.
+func (r *running) startEventstream(ctx context.Context, tc config.Target, log *slog.Logger, m *eventstream.Metrics) (pipeline.TargetOptions, error) {
+	name := tc.Name
+	if name == "" {
+		name = tc.Type
+	}
+	es, err := eventstream.New(tc.FabricEventstream, eventstream.Options{
+		Name: r.cfg.Name + "/" + name, Logger: log.With("component", "eventstream"), Metrics: m,
+	})
+	if err != nil {
+		return pipeline.TargetOptions{}, fmt.Errorf("fabric_eventstream: %w", err)
+	}
+	r.streams = append(r.streams, es)
+	c := es.Config()
+	cctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	partitions, err := es.Check(cctx)
+	if err != nil {
+		return pipeline.TargetOptions{}, fmt.Errorf("fabric_eventstream (%s): %w", name, err)
+	}
+	log.Info("eventstream target ready", "target", name, "bootstrap_server", c.BootstrapServer, "topic", c.Topic, "partitions", partitions)
+	return pipeline.TargetOptions{Name: name, Target: es, Batch: c.Batch, Senders: c.MaxInFlight}, nil
 }
 
 // quotaRowsPerSecond is the rate the pipeline's dataset quota carries: the
@@ -497,6 +558,12 @@ func (d *Daemon) run(ctx context.Context) (Result, error) {
 				err = errors.Join(err, fmt.Errorf("closing the source of pipeline %s: %w", r.cfg.Name, cerr))
 			}
 			cancel()
+			for _, es := range r.streams {
+				if cerr := es.Close(); cerr != nil {
+					err = errors.Join(err, fmt.Errorf("closing an eventstream target of pipeline %s: %w", r.cfg.Name, cerr))
+				}
+			}
+			r.streams = nil
 			if cerr := r.dl.Close(); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("closing the dead letter of pipeline %s: %w", r.cfg.Name, cerr))
 			}
@@ -518,6 +585,9 @@ func (d *Daemon) run(ctx context.Context) (Result, error) {
 	if d.emu != nil {
 		seen := map[string]bool{}
 		for _, r := range d.pipelines {
+			if !r.cfg.HasPowerBI() {
+				continue
+			}
 			key := r.target.DatasetID + "/" + r.target.Table
 			if seen[key] {
 				continue
@@ -537,6 +607,9 @@ func (d *Daemon) close() {
 	for _, r := range d.pipelines {
 		if r.dl != nil {
 			_ = r.dl.Close()
+		}
+		for _, es := range r.streams {
+			_ = es.Close()
 		}
 		if r.p == nil && r.src != nil {
 			_ = r.src.Close(context.Background())

@@ -24,6 +24,7 @@ func (a deadLetterAdapter) Write(ctx context.Context, r pipeline.Rejection) erro
 		Index:    r.Index,
 		Reason: deadletter.Reason{
 			Kind:    r.Kind,
+			Target:  r.Target,
 			Field:   r.Field,
 			Rule:    r.Rule,
 			Status:  r.Status,

@@ -126,13 +126,19 @@ func Run(ctx context.Context, opts Options) Report {
 	r.cfg = cfg
 	r.add(Check{Step: "config", Status: Pass, Detail: fmt.Sprintf("%s: valid, %d pipeline(s)", opts.Path, len(cfg.Pipelines))})
 
-	if cfg.Emulator.Embedded {
+	switch {
+	case !cfg.UsesPowerBI() && !cfg.Emulator.Embedded:
+		r.add(Check{Step: "power bi", Status: Skip, Detail: "no pipeline has a Power BI target"})
+	case cfg.Emulator.Embedded:
 		r.add(Check{Step: "power bi", Status: Skip, Detail: "emulator.embedded is true: pushd run starts its own Power BI emulator and creates the datasets, so there is no Power BI to check"})
-	} else {
+	default:
 		r.checkPowerBI(ctx)
 	}
 	for i, p := range cfg.Pipelines {
 		r.checkSource(ctx, i, p)
+		for j, t := range p.Targets {
+			r.add(r.checkEventstream(ctx, i, p, j, t))
+		}
 	}
 	if cfg.Metrics.Enabled {
 		r.add(r.checkListen(ctx, "metrics", cfg.Metrics.Listen, metricsKey))
@@ -149,7 +155,7 @@ func (r *run) checkPowerBI(ctx context.Context) {
 		pb.Retry.MaxElapsed = r.opts.StepTimeout / 2
 	}
 	skipRest := func(why string) {
-		for _, p := range cfg.Pipelines {
+		for _, p := range powerBIPipelines(cfg) {
 			r.add(Check{Step: "dataset (" + p.Name + ")", Status: Skip, Detail: why})
 			r.add(Check{Step: "table (" + p.Name + ")", Status: Skip, Detail: why})
 		}
@@ -194,7 +200,7 @@ func (r *run) checkPowerBI(ctx context.Context) {
 	// Workspace access: list the datasets of each workspace the config uses.
 	var workspaces []string
 	seen := map[string]bool{}
-	for _, p := range cfg.Pipelines {
+	for _, p := range powerBIPipelines(cfg) {
 		if w := strings.ToLower(p.Target.WorkspaceID); !seen[w] {
 			seen[w] = true
 			workspaces = append(workspaces, p.Target.WorkspaceID)
@@ -215,7 +221,7 @@ func (r *run) checkPowerBI(ctx context.Context) {
 		r.add(Check{Step: "workspace", Status: Pass, Detail: fmt.Sprintf("%s: %d dataset(s) visible", workspaceName(w), len(list))})
 	}
 
-	for _, p := range cfg.Pipelines {
+	for _, p := range powerBIPipelines(cfg) {
 		if failed[strings.ToLower(p.Target.WorkspaceID)] {
 			r.add(Check{Step: "dataset (" + p.Name + ")", Status: Skip, Detail: "needs access to " + workspaceName(p.Target.WorkspaceID)})
 			r.add(Check{Step: "table (" + p.Name + ")", Status: Skip, Detail: "needs access to " + workspaceName(p.Target.WorkspaceID)})
@@ -228,6 +234,17 @@ func (r *run) checkPowerBI(ctx context.Context) {
 		}
 		r.checkTable(ctx, client, p, ds)
 	}
+}
+
+// powerBIPipelines returns the pipelines that write to Power BI.
+func powerBIPipelines(cfg *config.Config) []config.Pipeline {
+	var out []config.Pipeline
+	for _, p := range cfg.Pipelines {
+		if p.HasPowerBI() {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func workspaceName(id string) string {

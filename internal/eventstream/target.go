@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go/compress"
 	"github.com/segmentio/kafka-go/sasl/plain"
 
+	"github.com/pushd/pushd/internal/pipeline"
 	"github.com/pushd/pushd/internal/source"
 )
 
@@ -478,13 +479,123 @@ func (t *Target) key(row json.RawMessage) ([]byte, error) {
 }
 
 // field returns the raw value of the top-level key name in a JSON object,
-// nil when absent.
+// nil when absent. Rows are compact objects made by the schema mapper, so a
+// scan over the top level finds it without decoding the row.
 func field(row json.RawMessage, name string) (json.RawMessage, error) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(row, &obj); err != nil {
-		return nil, fmt.Errorf("%w: row is not a JSON object: %w", ErrRejected, err)
+	bad := func() (json.RawMessage, error) {
+		return nil, fmt.Errorf("%w: row is not a JSON object: %.40s", ErrRejected, row)
 	}
-	return obj[name], nil
+	i := skipSpace(row, 0)
+	if i >= len(row) || row[i] != '{' {
+		return bad()
+	}
+	i++
+	for {
+		i = skipSpace(row, i)
+		if i < len(row) && row[i] == '}' {
+			return nil, nil
+		}
+		kEnd := skipString(row, i)
+		if kEnd < 0 {
+			return bad()
+		}
+		key := row[i:kEnd]
+		i = skipSpace(row, kEnd)
+		if i >= len(row) || row[i] != ':' {
+			return bad()
+		}
+		i = skipSpace(row, i+1)
+		vEnd := skipValue(row, i)
+		if vEnd < 0 {
+			return bad()
+		}
+		if keyIs(key, name) {
+			return row[i:vEnd], nil
+		}
+		i = skipSpace(row, vEnd)
+		switch {
+		case i < len(row) && row[i] == ',':
+			i++
+		case i < len(row) && row[i] == '}':
+			return nil, nil
+		default:
+			return bad()
+		}
+	}
+}
+
+// keyIs reports whether the JSON string quoted equals name.
+func keyIs(quoted []byte, name string) bool {
+	if len(quoted) == len(name)+2 && string(quoted[1:len(quoted)-1]) == name {
+		return true
+	}
+	if !strings.ContainsRune(string(quoted), '\\') {
+		return false
+	}
+	var s string
+	return json.Unmarshal(quoted, &s) == nil && s == name
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the JSON string starting at i, -1 if
+// there is none.
+func skipString(b []byte, i int) int {
+	if i >= len(b) || b[i] != '"' {
+		return -1
+	}
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return -1
+}
+
+// skipValue returns the index after the JSON value starting at i, -1 if it
+// is cut short.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				if i = skipString(b, i); i < 0 {
+					return -1
+				}
+				i--
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return -1
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\n' && b[j] != '\t' && b[j] != '\r' {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
 }
 
 // backoff is the capped exponential backoff of an attempt, with full
@@ -507,4 +618,29 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+}
+
+var _ pipeline.Target = (*Target)(nil)
+
+// Verdict tells the pipeline what a Send error means for its rows: too
+// large or refused rows and exhausted retries go to the dead letter, a
+// refusal of the client itself stops the pipeline, anything else (ctx
+// ended) leaves the rows undelivered.
+func (t *Target) Verdict(err error) pipeline.Verdict {
+	v := pipeline.Verdict{Outcome: pipeline.OutcomeFailed, Rule: "rejected", Message: err.Error()}
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		v.Code = ke.Title()
+	}
+	switch {
+	case errors.Is(err, ErrMessageTooLarge):
+		v.Outcome, v.Rule = pipeline.OutcomeDeadLetter, "size"
+	case errors.Is(err, ErrRejected):
+		v.Outcome = pipeline.OutcomeDeadLetter
+	case errors.Is(err, ErrRetriesExhausted):
+		v.Outcome, v.Rule = pipeline.OutcomeDeadLetter, "retries_exhausted"
+	case errors.Is(err, ErrRefused):
+		v.Outcome = pipeline.OutcomeFatal
+	}
+	return v
 }

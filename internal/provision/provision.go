@@ -220,6 +220,9 @@ func groupPipelines(cfg *config.Config, opts Options) ([]*group, []error) {
 		problems []error
 	)
 	for i, p := range cfg.Pipelines {
+		if !p.HasPowerBI() {
+			continue // an eventstream-only pipeline: nothing to provision in Power BI
+		}
 		key := datasetKey(p.Target)
 		g := byKey[key]
 		if g == nil {
