@@ -18,8 +18,7 @@ func BenchmarkSend(b *testing.B) {
 		compression string
 	}{{"plain", "", eventstream.CompressionNone}, {"key", "device", eventstream.CompressionNone}, {"gzip", "", eventstream.CompressionGzip}, {"key+gzip", "device", eventstream.CompressionGzip}} {
 		b.Run(bench.name, func(b *testing.B) {
-			e := start(&testing.T{}, 4)
-			_ = e
+			e := start(b, 4)
 			cfg := e.Config()
 			cfg.KeyColumn, cfg.Compression = bench.key, bench.compression
 			tg, err := eventstream.New(cfg, eventstream.Options{Name: "bench"})

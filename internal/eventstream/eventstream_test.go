@@ -110,7 +110,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func start(t *testing.T, partitions int32, opts ...kfake.Opt) *eventstreamtest.Endpoint {
+func start(t testing.TB, partitions int32, opts ...kfake.Opt) *eventstreamtest.Endpoint {
 	t.Helper()
 	e, err := eventstreamtest.Start(t.TempDir(), partitions, opts...)
 	if err != nil {
