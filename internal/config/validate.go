@@ -27,13 +27,17 @@ func validate(c *Config) []Problem {
 		out = append(out, sectionProblems(prefix, typ, err)...)
 	}
 
-	section("powerbi", reflect.TypeOf(c.PowerBI), validatePowerBI(c.PowerBI, c.Emulator.Embedded))
+	// A config whose pipelines all write elsewhere (Fabric eventstreams)
+	// needs no Power BI section.
+	if c.UsesPowerBI() || c.Emulator.Embedded {
+		section("powerbi", reflect.TypeOf(c.PowerBI), validatePowerBI(c.PowerBI, c.Emulator.Embedded))
+	}
 	// The auth method, as pushapi resolves it; none when an embedded
 	// emulator fills in the credentials.
 	method := c.PowerBI.Auth.ResolvedMethod()
 	if c.PowerBI.Auth == (pushapi.AuthConfig{}) {
 		method = ""
-		if !c.Emulator.Embedded {
+		if !c.Emulator.Embedded && c.UsesPowerBI() {
 			// Resolving to managed identity here would name a method the
 			// user never chose, and its failures would point the wrong way.
 			add("powerbi.auth.method", "no auth method is set: choose one (client_secret, client_certificate, managed_identity or static_token; README, \"Setting up real Power BI\"), or set emulator.embedded: true to try pushd locally")
