@@ -334,7 +334,7 @@ func (d *Daemon) buildPipelines(ctx context.Context, opts Options) error {
 		var reducer *reduce.Reducer
 		if pc.Reduce.Enabled() {
 			if reducer, err = reduce.New(pc.Reduce, pc.Schema.Columns); err != nil {
-				return d, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+				return fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
 			}
 		}
 

@@ -86,6 +86,9 @@ var ErrClosed = errors.New("dead letter closed")
 type Reason struct {
 	// Kind is KindMapping, KindRejected, KindSource, KindLate or KindReduce.
 	Kind string `json:"kind"`
+	// Target names the target that refused the row (rejected): "powerbi"
+	// or the name of a fabric_eventstream target.
+	Target string `json:"target,omitempty"`
 	// Field is the column whose value was refused (mapping).
 	Field string `json:"field,omitempty"`
 	// Rule is the rule the value broke (mapping), e.g. "required", "type".
