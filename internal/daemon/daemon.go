@@ -318,11 +318,11 @@ func (d *Daemon) buildPipelines(ctx context.Context, opts Options) error {
 			if httpMetrics == nil {
 				httpMetrics = source.NewHTTPMetrics(reg)
 			}
-			datasetID := target.DatasetID
-			h, err := source.NewHTTP(pc.Source.HTTP, source.HTTPOptions{
-				Logger: plog.With("component", "http"), Metrics: httpMetrics, MaxUnacked: pc.MaxUnackedEvents,
-				RetryAfterHint: func() time.Duration { return client.PausedFor(datasetID) },
-			})
+			hopts := source.HTTPOptions{Logger: plog.With("component", "http"), Metrics: httpMetrics, MaxUnacked: pc.MaxUnackedEvents}
+			if client, datasetID := d.client, r.target.DatasetID; pc.HasPowerBI() {
+				hopts.RetryAfterHint = func() time.Duration { return client.PausedFor(datasetID) }
+			}
+			h, err := source.NewHTTP(pc.Source.HTTP, hopts)
 			if err != nil {
 				return fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
 			}
