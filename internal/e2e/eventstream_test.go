@@ -231,16 +231,16 @@ func TestEventstreamFromKafkaAndStdin(t *testing.T) {
 		cmd.Stdin = bytes.NewReader(append(bytes.Join(events, []byte("\n")), '\n'))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("pushd run < events: %v\n%s", err, tail(out))
+			t.Fatalf("pushd run < events: %v\n%s", err, tailBytes(out))
 		}
 		checkMessages(t, es, want, true)
 		if !bytes.Contains(out, []byte("pipeline telemetry: 100000 events read")) {
-			t.Errorf("summary does not count the events:\n%s", tail(out))
+			t.Errorf("summary does not count the events:\n%s", tailBytes(out))
 		}
 	})
 }
 
-func tail(b []byte) []byte { return b[max(0, len(b)-3000):] }
+func tailBytes(b []byte) []byte { return b[max(0, len(b)-3000):] }
 
 // TestEventstreamWrongConnectionStringRefusedAtStart: pushd does not start
 // with a connection string the endpoint refuses, says which key to fix, and
