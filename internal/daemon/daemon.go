@@ -305,11 +305,11 @@ func (d *Daemon) buildPipelines(ctx context.Context, opts Options) error {
 			}
 			// The members of the group split the dataset's quotas by
 			// their partitions, recomputed at every rebalance.
-			datasetID := target.DatasetID
-			k, err := source.NewKafka(pc.Source.Kafka, source.KafkaOptions{
-				Logger: plog.With("component", "kafka"), Metrics: kafkaMetrics, MaxUnacked: pc.MaxUnackedEvents,
-				OnShare: func(share float64) { client.SetShare(datasetID, share) },
-			})
+			kopts := source.KafkaOptions{Logger: plog.With("component", "kafka"), Metrics: kafkaMetrics, MaxUnacked: pc.MaxUnackedEvents}
+			if client, datasetID := d.client, r.target.DatasetID; pc.HasPowerBI() {
+				kopts.OnShare = func(share float64) { client.SetShare(datasetID, share) }
+			}
+			k, err := source.NewKafka(pc.Source.Kafka, kopts)
 			if err != nil {
 				return fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
 			}
