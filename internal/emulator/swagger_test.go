@@ -12,9 +12,10 @@ import (
 	"testing"
 )
 
-// swaggerPath is Microsoft's OpenAPI file, relative to this package; it sits
-// there both in the work tree and in CI.
-const swaggerPath = "../../../shared/reference/powerbi-swagger.json"
+// swaggerPath is Microsoft's OpenAPI file, copied unchanged into this
+// package's testdata (testdata/powerbi-swagger.NOTICE.md says from where, and
+// its licence) so that a fresh clone tests with nothing beside it.
+const swaggerPath = "testdata/powerbi-swagger.json"
 
 // specSchema is the subset of a Swagger 2.0 schema the checker reads.
 type specSchema struct {
@@ -42,7 +43,7 @@ func loadSpec(t *testing.T) *specChecker {
 	abs, _ := filepath.Abs(swaggerPath)
 	b, err := os.ReadFile(swaggerPath)
 	if err != nil {
-		t.Fatalf("the Power BI swagger file is needed at %s (shared/reference/powerbi-swagger.json beside the repository): %v", abs, err)
+		t.Fatalf("the Power BI swagger file is needed at %s (see testdata/powerbi-swagger.NOTICE.md): %v", abs, err)
 	}
 	var doc struct {
 		Definitions map[string]specSchema `json:"definitions"`
