@@ -51,6 +51,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -173,6 +174,68 @@ func Open(path string, opts Options) (*Writer, error) {
 		return nil, fmt.Errorf("opening the dead letter: %w", err)
 	}
 	return w, nil
+}
+
+// Check reports whether Open would accept path, changing nothing: it
+// creates no directory and opens no file for writing. It is what `pushd
+// doctor` runs, so that doctor refuses what `pushd run` would. Like Open, it
+// learns whether a directory takes a file by creating and removing a
+// temporary one there.
+func Check(path string) error {
+	dir := filepath.Dir(path)
+	base, err := existingDir(dir)
+	if err != nil {
+		return fmt.Errorf("creating the dead letter directory: %w", err)
+	}
+	if base != dir {
+		// Open would create the missing directories in base.
+		if err := checkWritable(base); err != nil {
+			return fmt.Errorf("creating the dead letter directory %s: %w", dir, err)
+		}
+		return nil
+	}
+	switch _, err := os.Stat(path); {
+	case err == nil:
+		// Open appends to it and reads its last byte.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return fmt.Errorf("opening the dead letter: %w", err)
+		}
+		_ = f.Close()
+		r, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("checking the end of the dead letter: %w", err)
+		}
+		return r.Close()
+	case errors.Is(err, fs.ErrNotExist):
+		if err := checkWritable(dir); err != nil {
+			return fmt.Errorf("cannot create the dead letter %s: %w", path, err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("opening the dead letter: %w", err)
+	}
+}
+
+// existingDir returns dir, or its nearest ancestor that exists when dir
+// does not; an error when that is not a directory (as os.MkdirAll fails).
+func existingDir(dir string) (string, error) {
+	for d := dir; ; {
+		st, err := os.Stat(d)
+		switch {
+		case err == nil && st.IsDir():
+			return d, nil
+		case err == nil:
+			return "", &fs.PathError{Op: "mkdir", Path: d, Err: syscall.ENOTDIR}
+		case !errors.Is(err, fs.ErrNotExist):
+			return "", err
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return "", err
+		}
+		d = parent
+	}
 }
 
 // checkWritable checks that a file can be created in dir, leaving none.

@@ -1,8 +1,8 @@
 // Package doctor checks, one step after another, everything a real pushd
 // deployment fails at: the config, the token from Microsoft Entra ID, access
 // to the workspace, each target dataset (it exists and accepts rows), its
-// table and columns against the schema, and each source (Kafka brokers and
-// topics, the HTTP listen address). Every failed check says what is wrong
+// table and columns against the schema, each source (Kafka brokers and
+// topics, the HTTP listen address) and each dead-letter path. Every failed check says what is wrong
 // and how to fix it. Doctor reads only: it never posts rows, creates or
 // changes anything.
 package doctor
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/internal/config"
+	"github.com/pushd/pushd/internal/deadletter"
 	"github.com/pushd/pushd/internal/provision"
 	"github.com/pushd/pushd/internal/pushapi"
 	"github.com/pushd/pushd/internal/source"
@@ -139,6 +140,7 @@ func Run(ctx context.Context, opts Options) Report {
 		for j, t := range p.Targets {
 			r.add(r.checkEventstream(ctx, i, p, j, t))
 		}
+		r.checkDeadLetter(i, p)
 	}
 	if cfg.Metrics.Enabled {
 		r.add(r.checkListen(ctx, "metrics", cfg.Metrics.Listen, metricsKey))
@@ -501,6 +503,19 @@ func (r *run) checkSource(ctx context.Context, i int, p config.Pipeline) {
 		c.Step = step
 		r.add(c)
 	}
+}
+
+// checkDeadLetter checks the pipeline's dead-letter path as `pushd run`
+// does at start (deadletter.Open), changing nothing.
+func (r *run) checkDeadLetter(i int, p config.Pipeline) {
+	step := "dead letter (" + p.Name + ")"
+	path := p.DeadLetter.Path
+	if err := deadletter.Check(path); err != nil {
+		r.add(Check{Step: step, Status: Fail, Detail: err.Error(),
+			Fix: fmt.Sprintf("let the user pushd runs as create and append to %s, or set pipelines[%d].dead_letter.path to a file it can", path, i)})
+		return
+	}
+	r.add(Check{Step: step, Status: Pass, Detail: path + ": pushd can append to it"})
 }
 
 // healthzTimeout bounds the GET /healthz that tells whether pushd itself

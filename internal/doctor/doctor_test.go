@@ -14,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/pushd/pushd/internal/deadletter"
 	"github.com/pushd/pushd/internal/doctor"
 	"github.com/pushd/pushd/internal/emulator"
 	"github.com/pushd/pushd/internal/provision/provisiontest"
@@ -408,4 +409,99 @@ func TestDoctorWorkspaceNotGiven(t *testing.T) {
 			checkStep(t, rep, tc.want)
 		})
 	}
+}
+
+// TestDoctorChecksTheDeadLetterAsRunDoes: doctor refuses a dead-letter
+// path exactly when `pushd run` (deadletter.Open) would, and changes
+// nothing while checking. The refused paths fail for root too.
+func TestDoctorChecksTheDeadLetterAsRunDoes(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "a-file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	existing := filepath.Join(dir, "existing.ndjson")
+	if err := os.WriteFile(existing, []byte(`{"unfinished"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		path   string
+		status doctor.Status
+		detail string
+	}{
+		{"under a regular file", filepath.Join(file, "dl.ndjson"), doctor.Fail, "not a directory"},
+		{"deep under a regular file", filepath.Join(file, "sub", "dl.ndjson"), doctor.Fail, "not a directory"},
+		{"a directory", dir, doctor.Fail, "is a directory"},
+		{"missing directories", filepath.Join(dir, "new", "sub", "dl.ndjson"), doctor.Pass, "can append"},
+		{"existing file", existing, doctor.Pass, "can append"},
+		{"new file", filepath.Join(dir, "dl.ndjson"), doctor.Pass, "can append"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfgPath := filepath.Join(t.TempDir(), "pushd.yaml")
+			text := fmt.Sprintf(`emulator:
+  embedded: true
+pipelines:
+  - name: telemetry
+    source: {type: stdin}
+    target: {workspace_id: %s, dataset_name: X, table: T}
+    provision: {create: true}
+    schema:
+      columns: [{name: A, type: String}]
+    dead_letter: {path: %q}
+`, provisiontest.Workspace, tt.path)
+			if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			before := listTree(t, dir)
+			rep := doctor.Run(context.Background(), doctor.Options{Path: cfgPath})
+			if after := listTree(t, dir); after != before {
+				t.Errorf("doctor changed the file system:\nbefore %s\nafter  %s", before, after)
+			}
+			var fix []string
+			if tt.status == doctor.Fail {
+				fix = []string{"pipelines[0].dead_letter.path"}
+			}
+			checkStep(t, rep, want{"dead letter (telemetry)", tt.status, []string{tt.detail}, fix})
+			if rep.OK() != (tt.status == doctor.Pass) {
+				t.Errorf("report OK = %v with the dead letter %s: %s", rep.OK(), tt.status, dump(rep))
+			}
+			// pushd run opens the dead letter with deadletter.Open: the
+			// same verdict.
+			w, err := deadletter.Open(tt.path, deadletter.Options{Pipeline: fmt.Sprint("p", i)})
+			if (err == nil) != (tt.status == doctor.Pass) {
+				t.Errorf("deadletter.Open = %v, doctor said %s", err, tt.status)
+			}
+			if w != nil {
+				_ = w.Close()
+			}
+		})
+	}
+}
+
+// listTree lists the names, sizes and contents under dir, to tell whether
+// anything changed there.
+func listTree(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s", p)
+		if !d.IsDir() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "=%q", data)
+		}
+		b.WriteString("; ")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
