@@ -29,6 +29,38 @@ type tokenInfo struct {
 	// app: issued to an application identity (service principal or
 	// managed identity), which sees only Config.Workspaces when set.
 	app bool
+	x5c bool // obtained with a client assertion that carried x5c
+}
+
+// TokenGrant is what the emulator knows of how an access token it issued
+// was obtained, for tests of the client's authentication options.
+type TokenGrant struct {
+	// Subject is the identity the token was issued to: the client id of a
+	// service principal, or the managed identity as the request selected
+	// it (client_id, mi_res_id or object_id; the system-assigned identity's
+	// client id when none).
+	Subject string
+	// X5C reports that the client assertion carried its certificate chain
+	// (the x5c header that subject name/issuer authentication needs).
+	X5C bool
+}
+
+// TokenGrant returns how token was obtained; false for a token the
+// emulator did not issue.
+func (s *Server) TokenGrant(token string) (TokenGrant, bool) {
+	s.tokMu.Lock()
+	defer s.tokMu.Unlock()
+	info, ok := s.tokens[token]
+	return TokenGrant{Subject: info.subject, X5C: info.x5c}, ok
+}
+
+// assertionX5C reports whether a client assertion's JOSE header holds x5c.
+func assertionX5C(jwt string) bool {
+	head, _, _ := strings.Cut(jwt, ".")
+	var h struct {
+		X5c []string `json:"x5c"`
+	}
+	return decodeSegment(head, &h) == nil && len(h.X5c) > 0
 }
 
 // tokenGrace is how long an expired token is remembered, so that it gets
@@ -254,6 +286,13 @@ func (s *Server) token(w *recorder, r *http.Request, _ string) {
 	}
 	lifetime := s.cfg.TokenLifetime
 	tok, _ := s.issue(client.ID, true, lifetime)
+	if assertionX5C(form.Get("client_assertion")) {
+		s.tokMu.Lock()
+		info := s.tokens[tok]
+		info.x5c = true
+		s.tokens[tok] = info
+		s.tokMu.Unlock()
+	}
 	s.stats.tokenIssued()
 	sec := int(lifetime / time.Second)
 	writeJSON(w, http.StatusOK, map[string]any{

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -360,6 +362,57 @@ func TestRunSplitsABatchRefusedAsTooLarge(t *testing.T) {
 	for i, err := range src.acks {
 		if err != nil {
 			t.Errorf("event %d acked with %v", i, err)
+		}
+	}
+}
+
+// staticTokens hands out one token; the fake Power BI does not check it.
+type staticTokens struct{}
+
+func (staticTokens) Token(context.Context) (string, error) { return "token", nil }
+func (staticTokens) Invalidate(string)                     {}
+
+// TestRunDeadLettersRowsWhenRetriesRunOut: with powerbi.retry.max_elapsed
+// set, the rows of a batch that still fails when it has passed (Power BI
+// answering 503 throughout) go to the dead letter with rule
+// retries_exhausted, their events are acked as dead-lettered (so a source
+// commits them), and the pipeline goes on rather than stop.
+func TestRunDeadLettersRowsWhenRetriesRunOut(t *testing.T) {
+	var posts atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		posts.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":{"code":"ServiceUnavailable","message":"try later"}}`))
+	}))
+	defer srv.Close()
+	client, err := pushapi.NewClient(pushapi.Config{
+		APIURL: srv.URL,
+		Retry:  pushapi.RetryConfig{InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, MaxElapsed: 100 * time.Millisecond},
+	}, staticTokens{}, srv.Client(), pushapi.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := newSliceSource(`{"id":1}`, `{"id":2}`, `{"id":3}`)
+	dl := &memDeadLetter{}
+	s, err := newTestPipeline(t, src, client, dl, 100).Run(context.Background())
+	if err != nil {
+		t.Fatalf("Run = %v, want nil: running out of retries dead-letters, it does not stop the pipeline", err)
+	}
+	if posts.Load() < 2 {
+		t.Errorf("%d requests, want retries before giving up", posts.Load())
+	}
+	if s.RowsDeadLettered != 3 || len(dl.got) != 3 || s.EventsFailed != 0 {
+		t.Fatalf("summary %+v, %d dead letters; want all 3 rows dead-lettered and no event failed", s, len(dl.got))
+	}
+	for _, r := range dl.got {
+		if r.Kind != "rejected" || r.Rule != "retries_exhausted" || !strings.Contains(r.Message, "503") || len(r.Row) == 0 {
+			t.Errorf("dead letter %+v, want kind rejected, rule retries_exhausted, the last answer and the row", r)
+		}
+	}
+	for i, e := range src.acks {
+		if !errors.Is(e, source.ErrDeadLettered) {
+			t.Errorf("event %d acked with %v, want ErrDeadLettered", i, e)
 		}
 	}
 }

@@ -190,7 +190,7 @@ func TestEmulatorServicePrincipal(t *testing.T) {
 			cfg := emuConfig(s)
 			cfg.Auth = tt.auth
 			m := NewMetrics(prometheus.NewRegistry())
-			c, _ := emuClient(t, s, cfg, m)
+			c, tp := emuClient(t, s, cfg, m)
 			tgt := createTelemetry(t, c, RetentionNone)
 			fastLimits(c, tgt)
 			postAll(t, c, tgt, 2_000, 250, 4)
@@ -202,6 +202,15 @@ func TestEmulatorServicePrincipal(t *testing.T) {
 			}
 			if n := s.Stats().TokensIssued - before; n != 1 {
 				t.Errorf("tokens issued = %d, want 1 (cached)", n)
+			}
+			// The certificate chain goes with the assertion exactly when
+			// send_x5c asks for it (subject name/issuer authentication).
+			tok, err := tp.Token(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g, ok := s.TokenGrant(tok); !ok || g.Subject != emulator.DefaultClientID || g.X5C != tt.auth.SendX5C {
+				t.Errorf("token grant %+v (known %v), want subject %s and x5c %v", g, ok, emulator.DefaultClientID, tt.auth.SendX5C)
 			}
 			if v := testutil.ToFloat64(m.rowsAccepted.WithLabelValues(tgt.DatasetID, "Telemetry")); v != 2_000 {
 				t.Errorf("rows accepted metric = %v", v)
@@ -376,12 +385,13 @@ func TestEmulatorManagedIdentity(t *testing.T) {
 	t.Setenv("IDENTITY_ENDPOINT", s.ManagedIdentityEndpoint())
 	t.Setenv("IDENTITY_HEADER", emulator.DefaultIdentityHeader)
 	tests := []struct {
-		name string
-		auth AuthConfig
+		name    string
+		auth    AuthConfig
+		subject string // the identity the token must be issued to
 	}{
-		{"system assigned", AuthConfig{Method: AuthManagedIdentity}},
-		{"user assigned by client id", AuthConfig{ManagedIdentityClientID: userAssignedClientID}},
-		{"user assigned by resource id", AuthConfig{Method: AuthManagedIdentity, ManagedIdentityResourceID: userAssignedResourceID}},
+		{"system assigned", AuthConfig{Method: AuthManagedIdentity}, emulator.DefaultManagedIdentityClientID},
+		{"user assigned by client id", AuthConfig{ManagedIdentityClientID: userAssignedClientID}, userAssignedClientID},
+		{"user assigned by resource id", AuthConfig{Method: AuthManagedIdentity, ManagedIdentityResourceID: userAssignedResourceID}, userAssignedResourceID},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -395,8 +405,12 @@ func TestEmulatorManagedIdentity(t *testing.T) {
 			if n := s.RowCount(tgt.DatasetID, tgt.Table); n != 20 {
 				t.Errorf("rows = %d", n)
 			}
-			// A refused token is replaced, bypassing MSAL's cache.
+			// The token is the selected identity's, not any identity's.
 			tok, _ := tp.Token(context.Background())
+			if g, ok := s.TokenGrant(tok); !ok || g.Subject != tt.subject {
+				t.Errorf("token issued to %q (known %v), want %q", g.Subject, ok, tt.subject)
+			}
+			// A refused token is replaced, bypassing MSAL's cache.
 			tp.Invalidate(tok)
 			if tok2, err := tp.Token(context.Background()); err != nil || tok2 == tok {
 				t.Errorf("after Invalidate Token = %q, %v (old %q)", tok2, err, tok)
