@@ -157,7 +157,7 @@ type Writer struct {
 func Open(path string, opts Options) (*Writer, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, DirMode); err != nil {
-		return nil, fmt.Errorf("creating the dead letter directory: %w", err)
+		return nil, fmt.Errorf("creating the directory of the dead letter %s: %w", path, err)
 	}
 	w := newWriter(opts)
 	w.path = path
@@ -185,12 +185,12 @@ func Check(path string) error {
 	dir := filepath.Dir(path)
 	base, err := existingDir(dir)
 	if err != nil {
-		return fmt.Errorf("creating the dead letter directory: %w", err)
+		return fmt.Errorf("creating the directory of the dead letter %s: %w", path, err)
 	}
 	if base != dir {
 		// Open would create the missing directories in base.
 		if err := checkWritable(base); err != nil {
-			return fmt.Errorf("creating the dead letter directory %s: %w", dir, err)
+			return fmt.Errorf("creating the directory of the dead letter %s: %w", path, err)
 		}
 		return nil
 	}
