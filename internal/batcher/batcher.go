@@ -186,14 +186,17 @@ func (b *Batcher) begin() {
 // send hands the current batch to out. Lock held. On failure the batch stays
 // current.
 func (b *Batcher) send(ctx context.Context) error {
+	// Read before the hand-over: the receiver owns the batch from then on,
+	// and may merge it or take rows from it.
+	n := len(b.cur.Rows)
 	select {
 	case b.out <- b.cur:
 	case <-ctx.Done():
-		return fmt.Errorf("sending a batch of %d rows: %w", len(b.cur.Rows), context.Cause(ctx))
+		return fmt.Errorf("sending a batch of %d rows: %w", n, context.Cause(ctx))
 	case <-b.stop:
 		return ErrClosed
 	}
-	b.lastRows = len(b.cur.Rows)
+	b.lastRows = n
 	b.cur = nil
 	b.timer.Stop()
 	return nil
