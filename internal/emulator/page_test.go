@@ -57,7 +57,12 @@ func TestLiveShowsRatesQuotasAndEvents(t *testing.T) {
 	e.post(id, 0, 1)
 	e.s.SetFaults(Faults{CutRate: 1})
 	e.post(id, 0, 1)
+	// The cut is recorded as the connection closes, which the client may
+	// see first: wait for it (a real-time bound, the fake clock stands).
 	ev := e.s.Live().Events
+	for deadline := time.Now().Add(5 * time.Second); len(ev) < 3 && time.Now().Before(deadline); ev = e.s.Live().Events {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if len(ev) != 3 || ev[0].Kind != EventCut || ev[1].Kind != EventError || ev[1].Status < 500 || ev[1].Table != "T" || ev[1].Dataset != id {
 		t.Fatalf("events, newest first = %+v", ev)
 	}
