@@ -128,7 +128,7 @@ func parseMillis(v []byte) (int64, bool) {
 	if y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || s < 0 || s > 59 || ms < 0 {
 		return 0, false
 	}
-	days := daysFromCivil(y, mo, d)
+	days := schema.DaysFromCivil(y, mo, d)
 	return ((days*24+h)*60+mi)*60_000 + s*1000 + ms, true
 }
 
@@ -140,7 +140,7 @@ func appendMillis(dst []byte, ms int64) []byte {
 		rem += msPerDay
 		days--
 	}
-	y, m, d := civilFromDays(days)
+	y, m, d := schema.CivilFromDays(days)
 	var b [26]byte
 	put := func(i int, v int64, n int) {
 		for j := n - 1; j >= 0; j-- {
@@ -157,49 +157,6 @@ func appendMillis(dst []byte, ms int64) []byte {
 	put(18, rem/1000%60, 2)
 	put(21, rem%1000, 3)
 	return append(dst, b[:]...)
-}
-
-// daysFromCivil returns the days since 1970-01-01 of a proleptic Gregorian
-// date (Howard Hinnant's algorithm, as in package schema).
-func daysFromCivil(y, m, d int64) int64 {
-	if m <= 2 {
-		y--
-	}
-	era := y
-	if era < 0 {
-		era -= 399
-	}
-	era /= 400
-	yoe := y - era*400
-	mp := (m + 9) % 12
-	doy := (153*mp+2)/5 + d - 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy
-	return era*146097 + doe - 719468
-}
-
-// civilFromDays is the inverse of daysFromCivil.
-func civilFromDays(z int64) (y, m, d int64) {
-	z += 719468
-	era := z
-	if era < 0 {
-		era -= 146096
-	}
-	era /= 146097
-	doe := z - era*146097
-	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
-	y = yoe + era*400
-	doy := doe - (365*yoe + yoe/4 - yoe/100)
-	mp := (5*doy + 2) / 153
-	d = doy - (153*mp+2)/5 + 1
-	if mp < 10 {
-		m = mp + 3
-	} else {
-		m = mp - 9
-	}
-	if m <= 2 {
-		y++
-	}
-	return y, m, d
 }
 
 // parseInt reads an Int64 value as the mapper writes it (an optional minus

@@ -11,9 +11,9 @@ const (
 	maxMillis = 253_402_300_799_999
 )
 
-// daysFromCivil returns the days since 1970-01-01 of a proleptic Gregorian
+// DaysFromCivil returns the days since 1970-01-01 of a proleptic Gregorian
 // date (Howard Hinnant's algorithm).
-func daysFromCivil(y, m, d int64) int64 {
+func DaysFromCivil(y, m, d int64) int64 {
 	if m <= 2 {
 		y--
 	}
@@ -29,8 +29,8 @@ func daysFromCivil(y, m, d int64) int64 {
 	return era*146097 + doe - 719468
 }
 
-// civilFromDays is the inverse of daysFromCivil.
-func civilFromDays(z int64) (y, m, d int64) {
+// CivilFromDays is the inverse of DaysFromCivil.
+func CivilFromDays(z int64) (y, m, d int64) {
 	z += 719468
 	era := z
 	if era < 0 {
@@ -92,7 +92,7 @@ func parseDateTime(b []byte) (int64, bool) {
 	if !ok1 || !ok2 || !ok3 || y < 1 || mo < 1 || mo > 12 || d < 1 || d > daysIn(y, mo) {
 		return 0, false
 	}
-	ms := daysFromCivil(y, mo, d) * msPerDay
+	ms := DaysFromCivil(y, mo, d) * msPerDay
 	if len(b) == 10 {
 		return ms, true
 	}
@@ -154,7 +154,7 @@ func appendDateTime(dst []byte, ms int64) []byte {
 		rem += msPerDay
 		days--
 	}
-	y, m, d := civilFromDays(days)
+	y, m, d := CivilFromDays(days)
 	var b [26]byte
 	b[0] = '"'
 	put := func(i int, v int64, n int) {
