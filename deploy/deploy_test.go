@@ -453,6 +453,7 @@ func TestSystemd(t *testing.T) {
 		{"Service", "ExecStart", "/usr/local/bin/pushd run -c /etc/pushd/pushd.yaml"},
 		{"Service", "Restart", "on-failure"},
 		{"Service", "KillSignal", "SIGTERM"},
+		{"Service", "ExecReload", "/bin/kill -HUP $MAINPID"}, // after pushd validate: see below
 		{"Service", "ProtectSystem", "strict"},
 		{"Service", "StateDirectory", "pushd"},
 		{"Service", "NoNewPrivileges", "yes"},
@@ -461,6 +462,10 @@ func TestSystemd(t *testing.T) {
 		if got := u.get(kv.section, kv.key); got != kv.want {
 			t.Errorf("[%s] %s = %q, want %q", kv.section, kv.key, got, kv.want)
 		}
+	}
+	// systemctl reload checks the file before pushd reloads it.
+	if r := u["Service"]["ExecReload"]; len(r) != 2 || r[0] != "/usr/local/bin/pushd validate -c /etc/pushd/pushd.yaml" {
+		t.Errorf("[Service] ExecReload = %q, want pushd validate then kill -HUP", r)
 	}
 	if u.get("Service", "DynamicUser") != "yes" && u.get("Service", "User") == "" {
 		t.Error("[Service] needs DynamicUser=yes or User=")

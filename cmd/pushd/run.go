@@ -37,12 +37,16 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if done {
 		return code
 	}
-	if *logLevel != "" {
-		cfg.Log.Level = *logLevel
+	// The flags override the file, on a reload too.
+	override := func(c *config.Config) {
+		if *logLevel != "" {
+			c.Log.Level = *logLevel
+		}
+		if *logFormat != "" {
+			c.Log.Format = *logFormat
+		}
 	}
-	if *logFormat != "" {
-		cfg.Log.Format = *logFormat
-	}
+	override(cfg)
 	// On a terminal, a stdin run shows a live status line instead of
 	// progress log lines; the logs then pass above it.
 	var status *termStatus
@@ -68,7 +72,11 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		opts.StatusLine = status
 	}
 	var running atomic.Pointer[daemon.Daemon]
-	opts.Ready = func(d *daemon.Daemon) { running.Store(d) }
+	ready := make(chan *daemon.Daemon, 1)
+	opts.Ready = func(d *daemon.Daemon) {
+		running.Store(d)
+		ready <- d
+	}
 	stopSignals := handleSignals(cancel, func() {
 		// A second signal: the operator wants out now. Say what was done
 		// and what was not, then exit without waiting for the drain.
@@ -81,7 +89,20 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		exitNow(exitFailed)
 	})
 	defer stopSignals()
+	// SIGHUP reloads the config file (a restart is needed only for what
+	// is outside pipelines).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	runDone := make(chan struct{})
+	reloadDone := make(chan struct{})
+	go func() {
+		defer close(reloadDone)
+		reloadOnHangup(ctx, runDone, hup, ready, *path, override, logger)
+	}()
 	res, err := daemon.Run(ctx, opts)
+	close(runDone)
+	<-reloadDone
 	if status != nil {
 		status.Done()
 	}
@@ -123,6 +144,51 @@ func handleSignals(cancel context.CancelFunc, now func()) func() {
 		signal.Stop(sigs)
 		close(done)
 	}
+}
+
+// reloadOnHangup reloads the config file on each signal from hup once the
+// daemon is ready, until runDone is closed.
+func reloadOnHangup(ctx context.Context, runDone <-chan struct{}, hup <-chan os.Signal, ready <-chan *daemon.Daemon, path string, override func(*config.Config), log *slog.Logger) {
+	var d *daemon.Daemon
+	select {
+	case d = <-ready:
+	case <-runDone:
+		return
+	}
+	reloadCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-runDone:
+			cancel()
+		case <-reloadCtx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-hup:
+			_ = reloadFile(reloadCtx, d, path, override, log)
+		case <-runDone:
+			return
+		}
+	}
+}
+
+// reloadFile loads the config file and applies it to d. An invalid file is
+// refused with the messages of pushd validate, one error line per problem.
+func reloadFile(ctx context.Context, d *daemon.Daemon, path string, override func(*config.Config), log *slog.Logger) error {
+	log.Info("reloading the config", "path", path)
+	cfg, err := config.Load(path)
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			if line = strings.TrimSpace(line); line != "" {
+				log.Error("config reload refused: invalid config", "problem", line)
+			}
+		}
+		return err
+	}
+	override(cfg)
+	return d.Reload(ctx, cfg)
 }
 
 // Memory bounds: what pushd holds is bounded by design (events in flight

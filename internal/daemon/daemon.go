@@ -90,16 +90,30 @@ type Landed struct {
 
 // Daemon is a running pushd process.
 type Daemon struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	reg       *prometheus.Registry
-	emu       *emulator.Server
-	client    *pushapi.Client
-	tokens    pushapi.TokenProvider
-	ops       *opsServer
+	cfg    *config.Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	emu    *emulator.Server
+	client *pushapi.Client
+	tokens pushapi.TokenProvider
+	ops    *opsServer
+	deps   pipelineDeps
+	// mu guards pipelines (a reload swaps it), limits and the run's state
+	// below.
+	mu        sync.Mutex
 	pipelines []*running
-	recent    *recentDeadLetters // latest dead letters, for the status page
-	rates     *rateHistory       // events in and rows out per second, for the status page
+	// limits holds the limits each dataset's limiter was made with, by
+	// dataset id: the limiter is per dataset, shared by the pipelines
+	// that write to it, and outlives a reload of any of them (a new one
+	// would forget the quota windows and allow a second quota).
+	limits map[string]pushapi.Limits
+	runState
+	// reloadMu runs one reload at a time.
+	reloadMu sync.Mutex
+	// started is closed once run has started the pipelines.
+	started chan struct{}
+	recent  *recentDeadLetters // latest dead letters, for the status page
+	rates   *rateHistory       // events in and rows out per second, for the status page
 	// statusLine shows the live status on a terminal (Options.StatusLine).
 	statusLine StatusLine
 	// built is set once pipelines is complete; the status page, served
@@ -116,6 +130,33 @@ type running struct {
 	p       *pipeline.Pipeline
 	http    *source.HTTP
 	kafka   *source.Kafka
+	// Set when it starts: cancel drains it alone (a reload); done is
+	// closed once it ended and released its source; result is its outcome.
+	cancel context.CancelFunc
+	done   chan struct{}
+	result PipelineResult
+}
+
+// runState is what run shares with the pipelines' goroutines and reloads
+// (guarded by Daemon.mu).
+type runState struct {
+	runCtx     context.Context
+	shutdownAt *atomic.Pointer[time.Time]
+	// ran lists every pipeline started, in order, reloaded ones included.
+	ran []*running
+	// active counts the pipelines running; allDone is closed (and stopped
+	// set) when it reaches 0 outside a reload.
+	active    int
+	reloading bool
+	stopped   bool
+	allDone   chan struct{}
+}
+
+// list returns the current pipelines (a reload may swap them).
+func (d *Daemon) list() []*running {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]*running(nil), d.pipelines...)
 }
 
 // Emulator returns the embedded emulator, nil without one.
@@ -133,7 +174,7 @@ func (d *Daemon) OpsAddr() string {
 // HTTPSourceAddr returns the listen address of the named pipeline's HTTP
 // source, "" when it has none.
 func (d *Daemon) HTTPSourceAddr(pipelineName string) string {
-	for _, r := range d.pipelines {
+	for _, r := range d.list() {
 		if r.cfg.Name == pipelineName && r.http != nil {
 			return r.http.Addr().String()
 		}
@@ -170,7 +211,7 @@ func build(ctx context.Context, opts Options) (*Daemon, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	d := &Daemon{cfg: cfg, log: log, reg: reg, recent: newRecentDeadLetters(), rates: newRateHistory(), statusLine: opts.StatusLine}
+	d := &Daemon{cfg: cfg, log: log, reg: reg, limits: map[string]pushapi.Limits{}, started: make(chan struct{}), recent: newRecentDeadLetters(), rates: newRateHistory(), statusLine: opts.StatusLine}
 
 	if cfg.UsesPowerBI() || cfg.Emulator.Embedded {
 		if err := d.buildPowerBI(ctx); err != nil {
@@ -245,120 +286,197 @@ func (d *Daemon) buildPowerBI(ctx context.Context) error {
 // buildPipelines makes each pipeline with its source, targets and dead
 // letter.
 func (d *Daemon) buildPipelines(ctx context.Context, opts Options) error {
-	cfg, log, reg := d.cfg, d.log, d.reg
-	plMetrics := pipeline.NewMetrics(reg)
-	var esMetrics *eventstream.Metrics
-	dlMetrics := deadletter.NewMetrics(reg)
-	info := newDatasetInfo(reg)
-	var kafkaMetrics *source.KafkaMetrics
-	var httpMetrics *source.HTTPMetrics
-	for i, pc := range cfg.Pipelines {
-		r := &running{cfg: pc}
+	d.deps = pipelineDeps{
+		stdin: opts.Stdin, sources: opts.Sources,
+		pl: pipeline.NewMetrics(d.reg), dl: deadletter.NewMetrics(d.reg), info: newDatasetInfo(d.reg),
+	}
+	for i, pc := range d.cfg.Pipelines {
+		r, err := d.buildPipeline(ctx, i, pc)
 		d.pipelines = append(d.pipelines, r)
-		plog := log.With("pipeline", pc.Name)
-
-		var targets []pipeline.TargetOptions
-		if pc.HasPowerBI() {
-			target, err := d.client.ResolveTarget(ctx, pc.Target)
-			if err != nil {
-				return fmt.Errorf("pipelines[%d] (%s): resolving the target: %w", i, pc.Name, err)
-			}
-			r.target = target
-			d.client.SetLimits(target.DatasetID, pc.Limits)
-			info.set(ctx, d.client, target, plog)
-			targets = append(targets, pipeline.TargetOptions{Name: config.TargetPowerBI,
-				Target: pipeline.PowerBI{Sender: d.client, Table: target}, Batch: pc.Batch, Senders: pc.Limits.MaxInFlight})
-		}
-		if len(pc.Targets) > 0 && esMetrics == nil {
-			esMetrics = eventstream.NewMetrics(reg)
-		}
-		for j, tc := range pc.Targets {
-			to, err := r.startEventstream(ctx, tc, plog, esMetrics)
-			if err != nil {
-				return fmt.Errorf("pipelines[%d] (%s).targets[%d]: %w", i, pc.Name, j, err)
-			}
-			targets = append(targets, to)
-		}
-
-		mapper, err := schema.New(pc.Schema)
 		if err != nil {
-			return fmt.Errorf("pipelines[%d] (%s): schema: %w", i, pc.Name, err)
+			return err
 		}
-		dl, err := deadletter.Open(pc.DeadLetter.Path, deadletter.Options{Pipeline: pc.Name, Metrics: dlMetrics})
-		if err != nil {
-			return fmt.Errorf("pipelines[%d] (%s): dead_letter: %w", i, pc.Name, err)
-		}
-		r.dl = dl
-
-		sourceType := pc.Source.Type
-		if opts.Sources[pc.Name] != nil {
-			sourceType = injectedSource
-		}
-		switch sourceType {
-		case injectedSource:
-			r.src = opts.Sources[pc.Name]
-		case source.TypeStdin:
-			r.src = source.NewStdin(opts.Stdin, pc.Source.Stdin.MaxLineBytes, "stdin")
-		case source.TypeKafka:
-			if kafkaMetrics == nil {
-				kafkaMetrics = source.NewKafkaMetrics(reg)
-			}
-			// The members of the group split the dataset's quotas by
-			// their partitions, recomputed at every rebalance.
-			kopts := source.KafkaOptions{Logger: plog.With("component", "kafka"), Metrics: kafkaMetrics, MaxUnacked: pc.MaxUnackedEvents}
-			if client, datasetID := d.client, r.target.DatasetID; pc.HasPowerBI() {
-				kopts.OnShare = func(share float64) { client.SetShare(datasetID, share) }
-			}
-			k, err := source.NewKafka(pc.Source.Kafka, kopts)
-			if err != nil {
-				return fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
-			}
-			r.src, r.kafka = k, k
-		case source.TypeHTTP:
-			if httpMetrics == nil {
-				httpMetrics = source.NewHTTPMetrics(reg)
-			}
-			hopts := source.HTTPOptions{Logger: plog.With("component", "http"), Metrics: httpMetrics, MaxUnacked: pc.MaxUnackedEvents}
-			if client, datasetID := d.client, r.target.DatasetID; pc.HasPowerBI() {
-				hopts.RetryAfterHint = func() time.Duration { return client.PausedFor(datasetID) }
-			}
-			h, err := source.NewHTTP(pc.Source.HTTP, hopts)
-			if err != nil {
-				return fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
-			}
-			r.src, r.http = h, h
-		default:
-			return fmt.Errorf("pipelines[%d] (%s): unknown source type %q", i, pc.Name, pc.Source.Type)
-		}
-
-		var reducer *reduce.Reducer
-		if pc.Reduce.Enabled() {
-			if reducer, err = reduce.New(pc.Reduce, pc.Schema.Columns); err != nil {
-				return fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
-			}
-		}
-
-		p, err := pipeline.New(pipeline.Options{
-			Name:            pc.Name,
-			Source:          r.src,
-			Mapper:          mapper,
-			Targets:         targets,
-			DeadLetter:      deadLetterAdapter{w: dl, recent: d.recent},
-			MaxUnacked:      pc.MaxUnackedEvents,
-			ShutdownTimeout: cfg.ShutdownTimeout,
-			Logger:          log, // pipeline.New adds the pipeline attribute itself
-			Metrics:         plMetrics,
-
-			Reducer:            reducer,
-			QuotaRowsPerSecond: quotaRowsPerSecond(pc),
-		})
-		if err != nil {
-			return fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
-		}
-		r.p = p
 	}
 	d.built.Store(true)
 	return nil
+}
+
+// pipelineDeps are what every pipeline's build shares, kept for the
+// pipelines a reload builds.
+type pipelineDeps struct {
+	stdin   io.Reader
+	sources map[string]source.Source
+	pl      *pipeline.Metrics
+	dl      *deadletter.Metrics
+	info    datasetInfo
+	es      *eventstream.Metrics // made with the first eventstream target
+	kafka   *source.KafkaMetrics // made with the first Kafka source
+	http    *source.HTTPMetrics  // made with the first HTTP source
+}
+
+// buildPipeline builds the i-th pipeline of the config. On error the
+// returned pipeline holds what was made so far (discard releases it).
+func (d *Daemon) buildPipeline(ctx context.Context, i int, pc config.Pipeline) (*running, error) {
+	r := &running{cfg: pc}
+	targets, err := d.buildTargets(ctx, r, fmt.Sprintf("pipelines[%d] (%s)", i, pc.Name))
+	if err != nil {
+		return r, err
+	}
+	mapper, err := schema.New(pc.Schema)
+	if err != nil {
+		return r, fmt.Errorf("pipelines[%d] (%s): schema: %w", i, pc.Name, err)
+	}
+	dl, err := deadletter.Open(pc.DeadLetter.Path, deadletter.Options{Pipeline: pc.Name, Metrics: d.deps.dl})
+	if err != nil {
+		return r, fmt.Errorf("pipelines[%d] (%s): dead_letter: %w", i, pc.Name, err)
+	}
+	r.dl = dl
+	if err := d.buildSource(r); err != nil {
+		return r, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+	}
+
+	var reducer *reduce.Reducer
+	if pc.Reduce.Enabled() {
+		if reducer, err = reduce.New(pc.Reduce, pc.Schema.Columns); err != nil {
+			return r, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+		}
+	}
+
+	p, err := pipeline.New(pipeline.Options{
+		Name:            pc.Name,
+		Source:          r.src,
+		Mapper:          mapper,
+		Targets:         targets,
+		DeadLetter:      deadLetterAdapter{w: dl, recent: d.recent},
+		MaxUnacked:      pc.MaxUnackedEvents,
+		ShutdownTimeout: d.cfg.ShutdownTimeout,
+		Logger:          d.log, // pipeline.New adds the pipeline attribute itself
+		Metrics:         d.deps.pl,
+
+		Reducer:            reducer,
+		QuotaRowsPerSecond: quotaRowsPerSecond(pc),
+	})
+	if err != nil {
+		return r, fmt.Errorf("pipelines[%d] (%s): %w", i, pc.Name, err)
+	}
+	r.p = p
+	return r, nil
+}
+
+// buildTargets resolves r's Power BI target and starts its eventstream
+// targets; at names the pipeline in errors.
+func (d *Daemon) buildTargets(ctx context.Context, r *running, at string) ([]pipeline.TargetOptions, error) {
+	pc := r.cfg
+	plog := d.log.With("pipeline", pc.Name)
+	var targets []pipeline.TargetOptions
+	if pc.HasPowerBI() {
+		target, err := d.client.ResolveTarget(ctx, pc.Target)
+		if err != nil {
+			return nil, fmt.Errorf("%s: resolving the target: %w", at, err)
+		}
+		r.target = target
+		if err := d.setLimits(target.DatasetID, pc.Limits); err != nil {
+			return nil, fmt.Errorf("%s.limits: %w", at, err)
+		}
+		d.deps.info.set(ctx, d.client, target, plog)
+		targets = append(targets, pipeline.TargetOptions{Name: config.TargetPowerBI,
+			Target: pipeline.PowerBI{Sender: d.client, Table: target}, Batch: pc.Batch, Senders: pc.Limits.MaxInFlight})
+	}
+	if len(pc.Targets) > 0 && d.deps.es == nil {
+		d.deps.es = eventstream.NewMetrics(d.reg)
+	}
+	for j, tc := range pc.Targets {
+		to, err := r.startEventstream(ctx, tc, plog, d.deps.es)
+		if err != nil {
+			return nil, fmt.Errorf("%s.targets[%d]: %w", at, j, err)
+		}
+		targets = append(targets, to)
+	}
+	return targets, nil
+}
+
+// setLimits gives the dataset its limiter the first time a pipeline
+// writes to it. Later pipelines of the dataset (and those a reload
+// builds) share that limiter, its quota windows and the share a Kafka
+// source set: limits that differ from its are refused, since a new
+// limiter would forget what the windows hold.
+func (d *Daemon) setLimits(datasetID string, l pushapi.Limits) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	key := strings.ToLower(datasetID) // Power BI's ids are case-insensitive
+	if prev, ok := d.limits[key]; ok {
+		if prev != l {
+			return fmt.Errorf("differ from those dataset %s runs with; a restart is needed to change them", datasetID)
+		}
+		return nil
+	}
+	d.limits[key] = l
+	d.client.SetLimits(datasetID, l)
+	return nil
+}
+
+// buildSource makes r's source (the injected one when Options.Sources
+// has one).
+func (d *Daemon) buildSource(r *running) error {
+	pc := r.cfg
+	plog := d.log.With("pipeline", pc.Name)
+	sourceType := pc.Source.Type
+	if d.deps.sources[pc.Name] != nil {
+		sourceType = injectedSource
+	}
+	switch sourceType {
+	case injectedSource:
+		r.src = d.deps.sources[pc.Name]
+	case source.TypeStdin:
+		r.src = source.NewStdin(d.deps.stdin, pc.Source.Stdin.MaxLineBytes, "stdin")
+	case source.TypeKafka:
+		if d.deps.kafka == nil {
+			d.deps.kafka = source.NewKafkaMetrics(d.reg)
+		}
+		// The members of the group split the dataset's quotas by their
+		// partitions, recomputed at every rebalance.
+		kopts := source.KafkaOptions{Logger: plog.With("component", "kafka"), Metrics: d.deps.kafka, MaxUnacked: pc.MaxUnackedEvents}
+		if client, datasetID := d.client, r.target.DatasetID; pc.HasPowerBI() {
+			kopts.OnShare = func(share float64) { client.SetShare(datasetID, share) }
+		}
+		k, err := source.NewKafka(pc.Source.Kafka, kopts)
+		if err != nil {
+			return err
+		}
+		r.src, r.kafka = k, k
+	case source.TypeHTTP:
+		if d.deps.http == nil {
+			d.deps.http = source.NewHTTPMetrics(d.reg)
+		}
+		hopts := source.HTTPOptions{Logger: plog.With("component", "http"), Metrics: d.deps.http, MaxUnacked: pc.MaxUnackedEvents}
+		if client, datasetID := d.client, r.target.DatasetID; pc.HasPowerBI() {
+			hopts.RetryAfterHint = func() time.Duration { return client.PausedFor(datasetID) }
+		}
+		h, err := source.NewHTTP(pc.Source.HTTP, hopts)
+		if err != nil {
+			return err
+		}
+		r.src, r.http = h, h
+	default:
+		return fmt.Errorf("unknown source type %q", pc.Source.Type)
+	}
+	return nil
+}
+
+// discard releases what a pipeline that never ran holds (its dead letter,
+// eventstream targets and source).
+func (r *running) discard() {
+	if r.dl != nil {
+		_ = r.dl.Close()
+		r.dl = nil
+	}
+	for _, es := range r.streams {
+		_ = es.Close()
+	}
+	r.streams = nil
+	if r.p == nil && r.src != nil {
+		_ = r.src.Close(context.Background())
+	}
 }
 
 // startEventstream makes the j-th target of r's pipeline, a Fabric
@@ -489,9 +607,16 @@ func startEmbedded(cfg *config.Config, log *slog.Logger) (*emulator.Server, push
 
 // Snapshot reports what the pipelines did so far, while they run: the
 // summary printed when a second signal ends the process at once.
+// Pipelines that a reload replaced are included.
 func (d *Daemon) Snapshot() Result {
 	var res Result
-	for _, r := range d.pipelines {
+	d.mu.Lock()
+	all := append([]*running(nil), d.ran...)
+	if len(all) == 0 { // not started yet
+		all = append(all, d.pipelines...)
+	}
+	d.mu.Unlock()
+	for _, r := range all {
 		if r.p == nil {
 			continue
 		}
@@ -506,9 +631,9 @@ func (d *Daemon) Snapshot() Result {
 // ended, even past shutdown_timeout: enough for a Kafka commit.
 const closeFloor = time.Second
 
-// run starts every pipeline and waits for all of them.
+// run starts every pipeline and waits until none runs (a reload may
+// replace some meanwhile).
 func (d *Daemon) run(ctx context.Context) (Result, error) {
-	results := make([]PipelineResult, len(d.pipelines))
 	// Progress goes on through the drain, so it has its own context.
 	progressCtx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
 	progressDone := make(chan struct{})
@@ -528,63 +653,45 @@ func (d *Daemon) run(ctx context.Context) (Result, error) {
 	stopWatch := context.AfterFunc(ctx, func() {
 		now := time.Now()
 		shutdownAt.Store(&now)
-		for _, r := range d.pipelines {
+		for _, r := range d.list() {
 			if r.http != nil {
 				r.http.Drain()
 			}
 		}
 	})
 	defer stopWatch()
-	var wg sync.WaitGroup
-	for i, r := range d.pipelines {
-		wg.Go(func() {
-			s, err := r.p.Run(ctx)
-			// Close the source after the pipeline: a Kafka source commits
-			// what was acked; the HTTP source answers what is left. The
-			// close gets what is left of the shutdown budget (all of it
-			// when the input ended rather than a signal), and at least
-			// closeFloor so that a Kafka source can still commit what was
-			// delivered when sending took the whole budget.
-			now := time.Now()
-			deadline := now.Add(d.cfg.ShutdownTimeout)
-			if at := shutdownAt.Load(); at != nil {
-				deadline = at.Add(d.cfg.ShutdownTimeout)
-			}
-			if floor := now.Add(closeFloor); deadline.Before(floor) {
-				deadline = floor
-			}
-			closeCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-			if cerr := r.src.Close(closeCtx); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("closing the source of pipeline %s: %w", r.cfg.Name, cerr))
-			}
-			cancel()
-			for _, es := range r.streams {
-				if cerr := es.Close(); cerr != nil {
-					err = errors.Join(err, fmt.Errorf("closing an eventstream target of pipeline %s: %w", r.cfg.Name, cerr))
-				}
-			}
-			r.streams = nil
-			if cerr := r.dl.Close(); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("closing the dead letter of pipeline %s: %w", r.cfg.Name, cerr))
-			}
-			r.dl = nil
-			results[i] = PipelineResult{Name: r.cfg.Name, Source: r.cfg.Source.Type, Target: r.target, DeadLetter: r.cfg.DeadLetter.Path, Summary: s, Err: err}
-		})
+	d.mu.Lock()
+	d.runCtx, d.shutdownAt, d.allDone = ctx, &shutdownAt, make(chan struct{})
+	for _, r := range d.pipelines {
+		d.startLocked(r)
 	}
-	wg.Wait()
+	d.endIfIdleLocked()
+	allDone := d.allDone
+	d.mu.Unlock()
+	close(d.started)
+	<-allDone
 
-	res := Result{Pipelines: results}
+	d.mu.Lock()
+	ran := d.ran
+	d.mu.Unlock()
+	return d.result(ran)
+}
+
+// result gathers the outcome of every pipeline that ran.
+func (d *Daemon) result(ran []*running) (Result, error) {
+	res := Result{}
 	res.Retries = int64(counterTotal(d.reg, "pushd_powerbi_retries_total"))
 	res.Throttled = int64(counterTotal(d.reg, "pushd_powerbi_throttled_total"))
 	var errs []error
-	for _, r := range results {
-		if r.Err != nil {
-			errs = append(errs, r.Err)
+	for _, r := range ran {
+		res.Pipelines = append(res.Pipelines, r.result)
+		if r.result.Err != nil {
+			errs = append(errs, r.result.Err)
 		}
 	}
 	if d.emu != nil {
 		seen := map[string]bool{}
-		for _, r := range d.pipelines {
+		for _, r := range ran {
 			if !r.cfg.HasPowerBI() {
 				continue
 			}
@@ -602,17 +709,73 @@ func (d *Daemon) run(ctx context.Context) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
-// close releases what build made, in reverse order.
+// startLocked starts r under its own cancel (d.mu held).
+func (d *Daemon) startLocked(r *running) {
+	pctx, cancel := context.WithCancel(d.runCtx)
+	r.cancel, r.done = cancel, make(chan struct{})
+	d.ran = append(d.ran, r)
+	d.active++
+	go func() {
+		defer close(r.done)
+		r.result = d.runPipeline(pctx, r)
+		cancel()
+		d.mu.Lock()
+		d.active--
+		d.endIfIdleLocked()
+		d.mu.Unlock()
+	}()
+}
+
+// endIfIdleLocked ends the run when no pipeline runs and no reload is
+// about to start some (d.mu held).
+func (d *Daemon) endIfIdleLocked() {
+	if d.active == 0 && !d.reloading && !d.stopped {
+		d.stopped = true
+		close(d.allDone)
+	}
+}
+
+// runPipeline runs r until its input ends or ctx ends (a signal, or a
+// reload draining it), then closes its source, targets and dead letter.
+func (d *Daemon) runPipeline(ctx context.Context, r *running) PipelineResult {
+	s, err := r.p.Run(ctx)
+	// Close the source after the pipeline: a Kafka source commits what
+	// was acked and leaves its group; the HTTP source answers what is
+	// left. The close gets what is left of the shutdown budget (all of it
+	// when the input ended or a reload drained it rather than a signal),
+	// and at least closeFloor so that a Kafka source can still commit
+	// what was delivered when sending took the whole budget.
+	now := time.Now()
+	deadline := now.Add(d.cfg.ShutdownTimeout)
+	if at := d.shutdownAt.Load(); at != nil {
+		deadline = at.Add(d.cfg.ShutdownTimeout)
+	}
+	if floor := now.Add(closeFloor); deadline.Before(floor) {
+		deadline = floor
+	}
+	closeCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	if cerr := r.src.Close(closeCtx); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("closing the source of pipeline %s: %w", r.cfg.Name, cerr))
+	}
+	cancel()
+	for _, es := range r.streams {
+		if cerr := es.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("closing an eventstream target of pipeline %s: %w", r.cfg.Name, cerr))
+		}
+	}
+	r.streams = nil
+	if cerr := r.dl.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("closing the dead letter of pipeline %s: %w", r.cfg.Name, cerr))
+	}
+	r.dl = nil
+	return PipelineResult{Name: r.cfg.Name, Source: r.cfg.Source.Type, Target: r.target, DeadLetter: r.cfg.DeadLetter.Path, Summary: s, Err: err}
+}
+
+// close releases what build made and no run released, in reverse order.
 func (d *Daemon) close() {
-	for _, r := range d.pipelines {
-		if r.dl != nil {
-			_ = r.dl.Close()
-		}
-		for _, es := range r.streams {
-			_ = es.Close()
-		}
-		if r.p == nil && r.src != nil {
-			_ = r.src.Close(context.Background())
+	for _, r := range d.list() {
+		if r.done == nil {
+			r.discard()
 		}
 	}
 	if d.ops != nil {

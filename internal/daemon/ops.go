@@ -136,7 +136,7 @@ func (rc *readiness) run(ctx context.Context) []readinessCheck {
 	} else {
 		var ds []readinessCheck
 		seen := map[string]bool{}
-		for _, p := range d.pipelines {
+		for _, p := range d.list() {
 			t := p.target
 			if t.DatasetID == "" || seen[t.DatasetID] || d.client == nil {
 				continue
@@ -157,7 +157,7 @@ func (rc *readiness) run(ctx context.Context) []readinessCheck {
 		rc.mu.Unlock()
 		checks = append(checks, ds...)
 	}
-	for _, p := range d.pipelines {
+	for _, p := range d.list() {
 		if rd, ok := p.src.(Readier); ok {
 			add("source "+p.cfg.Name, rd.Ready())
 		} else if p.src != nil {

@@ -72,8 +72,8 @@ func roundTo(v float64, places int) float64 {
 // (or, with a status line, a live status every second instead).
 func (d *Daemon) reportProgress(ctx context.Context, interval time.Duration, status StatusLine) {
 	start := time.Now()
-	first := make([]bool, len(d.pipelines))
-	last := make([]int64, len(d.pipelines))
+	first := map[string]bool{} // by pipeline: a reload may change the list
+	last := map[string]int64{}
 	lastAt := start
 	tick := 200 * time.Millisecond // milestones are checked often, reports every interval
 	nextReport := start.Add(interval)
@@ -87,10 +87,10 @@ func (d *Daemon) reportProgress(ctx context.Context, interval time.Duration, sta
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for i, r := range d.pipelines {
-				if !first[i] && r.p != nil {
+			for _, r := range d.list() {
+				if !first[r.cfg.Name] && r.p != nil {
 					if s := r.p.Stats(); s.RowsAccepted > 0 {
-						first[i] = true
+						first[r.cfg.Name] = true
 						d.log.Info("first batch accepted", "pipeline", r.cfg.Name, "rows", s.RowsAccepted, "after", now.Sub(start).Round(time.Millisecond))
 					}
 				}
@@ -119,19 +119,21 @@ func (d *Daemon) reportProgress(ctx context.Context, interval time.Duration, sta
 
 // progress reads each pipeline's counts now; last holds the events read
 // at the previous report (updated), elapsed the time since.
-func (d *Daemon) progress(last []int64, elapsed time.Duration) []pipelineProgress {
+func (d *Daemon) progress(last map[string]int64, elapsed time.Duration) []pipelineProgress {
 	st := d.status()
+	requestsPerMinute := map[string]int{}
+	for _, r := range d.list() {
+		requestsPerMinute[r.cfg.Name] = r.cfg.Limits.WithDefaults().RequestsPerMinute
+	}
 	out := make([]pipelineProgress, 0, len(st.Pipelines))
-	for i, ps := range st.Pipelines {
+	for _, ps := range st.Pipelines {
 		c := ps.Counts
 		p := pipelineProgress{name: ps.Name, read: c.EventsRead, accepted: c.RowsAccepted,
 			dead: c.RowsDeadLettered + c.EventsDeadLettered, waiting: c.EventsRead - c.EventsAcked, quotaUsed: -1}
-		if i < len(last) {
-			if elapsed > 0 {
-				p.perSecond = float64(c.EventsRead-last[i]) / elapsed.Seconds()
-			}
-			last[i] = c.EventsRead
+		if elapsed > 0 {
+			p.perSecond = float64(c.EventsRead-last[ps.Name]) / elapsed.Seconds()
 		}
+		last[ps.Name] = c.EventsRead
 		for _, m := range ps.Metrics {
 			switch m.Name {
 			case "pushd_kafka_lag_messages":
@@ -142,7 +144,7 @@ func (d *Daemon) progress(last []int64, elapsed time.Duration) []pipelineProgres
 			case "pushd_powerbi_quota_requests_remaining":
 				// Until a used ratio is published: what the window has left
 				// of the requests a minute allowed.
-				allowed := float64(d.pipelines[i].cfg.Limits.WithDefaults().RequestsPerMinute)
+				allowed := float64(requestsPerMinute[ps.Name])
 				for _, s := range m.Series {
 					if p.quotaUsed < 0 && allowed > 0 {
 						p.quotaUsed = max(0, 1-s.Value/allowed)

@@ -104,7 +104,8 @@ func (d *Daemon) status() Status {
 	if !d.built.Load() {
 		return st // starting: the pipelines are being built
 	}
-	for _, r := range d.pipelines {
+	pipelines := d.list()
+	for _, r := range pipelines {
 		st.Pipelines = append(st.Pipelines, d.pipelineStatus(r))
 	}
 	families, _ := d.reg.Gather() // a partial gather still shows what it has
@@ -112,7 +113,7 @@ func (d *Daemon) status() Status {
 		if !strings.HasPrefix(f.GetName(), "pushd_") {
 			continue
 		}
-		byPipeline := make([]MetricFamily, len(d.pipelines))
+		byPipeline := make([]MetricFamily, len(pipelines))
 		other := MetricFamily{Name: f.GetName(), Help: f.GetHelp(), Type: strings.ToLower(f.GetType().String())}
 		for _, m := range f.GetMetric() {
 			labels := make(map[string]string, len(m.GetLabel()))
@@ -121,7 +122,7 @@ func (d *Daemon) status() Status {
 			}
 			s := seriesOf(f.GetType(), m, labels)
 			owned := false
-			for i, r := range d.pipelines {
+			for i, r := range pipelines {
 				if r.owns(labels) {
 					byPipeline[i].Series = append(byPipeline[i].Series, s)
 					owned = true
@@ -349,7 +350,7 @@ func (d *Daemon) sampleRates(stop <-chan struct{}) {
 			if !d.built.Load() {
 				continue
 			}
-			for _, r := range d.pipelines {
+			for _, r := range d.list() {
 				if r.p != nil {
 					s := r.p.Stats()
 					d.rates.sample(r.cfg.Name, now, s.EventsRead, s.RowsAccepted)

@@ -1,0 +1,199 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pushd/pushd/internal/emulator"
+)
+
+// twoHTTPPipelines is a config with pipelines a and b, each an HTTP source
+// into its own table of one dataset; lingerB is b's batch.linger, limits
+// both pipelines' limits (the dataset's).
+func twoHTTPPipelines(t *testing.T, emu *emulator.Server, ca, dir, lingerB, limits string) string {
+	t.Helper()
+	pipe := func(name, table, linger string) string {
+		return fmt.Sprintf(`
+  - name: %s
+    source:
+      type: http
+      http: {listen: "127.0.0.1:0"}
+    target: {workspace_id: %s, dataset_name: Ingest, table: %s}
+    schema:
+      columns:
+        - {name: Seq, type: Int64, from: seq, required: true}
+    batch: {max_rows: 100, linger: %s}
+    limits: %s
+    dead_letter: {path: %s}
+`, name, testWorkspace, table, linger, limits, filepath.Join(dir, name+".ndjson"))
+	}
+	return powerbiSection(emu, ca) + "pipelines:" + pipe("a", "A", "10ms") + pipe("b", "B", lingerB)
+}
+
+// post sends events seq first..first+n-1 and wants 200 (landed).
+func post(t *testing.T, addr string, first, n int) {
+	t.Helper()
+	var body bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&body, "{\"seq\":%d}\n", first+i)
+	}
+	resp, err := http.Post("http://"+addr+"/v1/events", "application/x-ndjson", &body)
+	if err != nil {
+		t.Fatalf("posting to %s: %v", addr, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("posting to %s: %s", addr, resp.Status)
+	}
+}
+
+// TestReloadRestartsOnlyTheChangedPipeline: changing b's linger drains and
+// restarts b alone; a keeps its listener and its counters; the events
+// posted before and after land exactly once; the run's result holds a
+// once and b twice (before and after); the dataset's limiter, shared by a
+// and b, is kept. A powerbi change and a change of the dataset's limits
+// are refused and change nothing.
+func TestReloadRestartsOnlyTheChangedPipeline(t *testing.T) {
+	emu, ca := testEmulator(t, nil)
+	id, err := emu.CreateDataset(testWorkspace, emulator.CreateDatasetRequest{
+		Name: "Ingest", DefaultMode: "Push",
+		Tables: []emulator.Table{
+			{Name: "A", Columns: []emulator.Column{{Name: "Seq", DataType: "Int64"}}},
+			{Name: "B", Columns: []emulator.Column{{Name: "Seq", DataType: "Int64"}}},
+		},
+	}, emulator.RetentionNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "10ms", "{}"))
+	var logs lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan *Daemon, 1)
+	done := make(chan Result, 1)
+	go func() {
+		res, err := Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Ready: func(d *Daemon) { ready <- d }})
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		done <- res
+	}()
+	d := <-ready
+	addrA, addrB := d.HTTPSourceAddr("a"), d.HTTPSourceAddr("b")
+	post(t, addrA, 1, 50)
+	post(t, addrB, 1, 50)
+
+	// A powerbi change: refused, nothing restarts.
+	changedPB := loadConfig(t, strings.Replace(twoHTTPPipelines(t, emu, ca, dir, "10ms", "{}"), "max_backoff: 200ms", "max_backoff: 300ms", 1))
+	if err := d.Reload(ctx, changedPB); err == nil || !strings.Contains(err.Error(), "restart is needed to change powerbi") {
+		t.Fatalf("Reload with a powerbi change = %v, want refused", err)
+	}
+	if d.HTTPSourceAddr("b") != addrB {
+		t.Fatal("a refused reload restarted b")
+	}
+	// The dataset's limits: its limiter holds the quota windows, refused.
+	changedLimits := loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "30ms", "{requests_per_minute: 60}"))
+	if err := d.Reload(ctx, changedLimits); err == nil || !strings.Contains(err.Error(), "restart is needed to change pipelines[0].limits (a), pipelines[1].limits (b)") {
+		t.Fatalf("Reload with changed limits = %v, want refused", err)
+	}
+	if d.HTTPSourceAddr("b") != addrB {
+		t.Fatal("a refused reload restarted b")
+	}
+
+	// The requests a and b made count in the dataset's window: the
+	// pipeline the reload builds shares the limiter rather than getting a
+	// new one that would allow the quota a second time.
+	used := d.client.QuotaUse()
+	if len(used) != 1 || used[0].Requests <= 0 {
+		t.Fatalf("quota use before the reload = %+v, want one dataset with requests", used)
+	}
+	before := d.list()
+	if err := d.Reload(ctx, loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "30ms", "{}"))); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	after := d.list()
+	if after[0] != before[0] || d.HTTPSourceAddr("a") != addrA {
+		t.Fatal("a was restarted by a reload that changed only b")
+	}
+	if after[1] == before[1] {
+		t.Fatal("b was not restarted")
+	}
+	if now := d.client.QuotaUse(); len(now) != 1 || now[0].Requests < used[0].Requests {
+		t.Fatalf("quota use after the reload = %+v, want at least %+v (the same limiter)", now, used)
+	}
+	if got := after[0].p.Stats().EventsRead; got != 50 {
+		t.Fatalf("a's counter after the reload = %d, want 50 (kept)", got)
+	}
+	post(t, addrA, 51, 50)
+	post(t, d.HTTPSourceAddr("b"), 51, 50)
+	lines := logLines(t, logs.String(), "config reloaded")
+	if len(lines) != 1 || lines[0]["changed"] != "[b]" || lines[0]["unchanged"] != "[a]" || lines[0]["added"] != "[]" || lines[0]["removed"] != "[]" {
+		t.Fatalf("reload summary lines = %v", lines)
+	}
+
+	cancel()
+	res := <-done
+	for _, tbl := range []string{"A", "B"} {
+		counts := seqCounts(t, emu.Rows(id, tbl))
+		for seq := int64(1); seq <= 100; seq++ {
+			if counts[seq] != 1 {
+				t.Fatalf("table %s: seq %d landed %d times, want once", tbl, seq, counts[seq])
+			}
+		}
+		if len(counts) != 100 {
+			t.Fatalf("table %s: %d distinct seqs, want 100", tbl, len(counts))
+		}
+	}
+	var names []string
+	for _, p := range res.Pipelines {
+		names = append(names, fmt.Sprintf("%s:%d", p.Name, p.Summary.EventsRead))
+	}
+	// b's first run ends first (drained by the reload).
+	if got := strings.Join(names, " "); got != "a:100 b:50 b:50" {
+		t.Fatalf("result pipelines = %s, want a:100 b:50 b:50", got)
+	}
+}
+
+// TestReloadRefusesAChangedStdinPipeline: its input is consumed, so it
+// cannot restart; a removed-and-added pipeline and other changes are not
+// applied either.
+func TestReloadRefusesAChangedStdinPipeline(t *testing.T) {
+	emu, ca := testEmulator(t, nil)
+	createTelemetryDataset(t, emu, "Int64")
+	dl := filepath.Join(t.TempDir(), "dl.ndjson")
+	cfg := loadConfig(t, powerbiSection(emu, ca)+stdinPipeline("    batch: {linger: 10ms}", dl))
+	r, w := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan *Daemon, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, Options{Config: cfg, Stdin: r, Ready: func(d *Daemon) { ready <- d }})
+		done <- err
+	}()
+	d := <-ready
+	before := d.list()
+	err := d.Reload(ctx, loadConfig(t, powerbiSection(emu, ca)+stdinPipeline("    batch: {linger: 20ms}", dl)))
+	if err == nil || !strings.Contains(err.Error(), "pipeline telemetry reads stdin and cannot be restarted") {
+		t.Fatalf("Reload = %v, want refused", err)
+	}
+	if after := d.list(); after[0] != before[0] {
+		t.Fatal("the stdin pipeline was replaced")
+	}
+	// The same file again: nothing to do, accepted.
+	if err := d.Reload(ctx, loadConfig(t, powerbiSection(emu, ca)+stdinPipeline("    batch: {linger: 10ms}", dl))); err != nil {
+		t.Fatalf("Reload of the same config: %v", err)
+	}
+	_ = w.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
