@@ -131,7 +131,11 @@ func (d *Daemon) progress(last map[string]int64, elapsed time.Duration) []pipeli
 		p := pipelineProgress{name: ps.Name, read: c.EventsRead, accepted: c.RowsAccepted,
 			dead: c.RowsDeadLettered + c.EventsDeadLettered, waiting: c.EventsRead - c.EventsAcked, quotaUsed: -1}
 		if elapsed > 0 {
-			p.perSecond = float64(c.EventsRead-last[ps.Name]) / elapsed.Seconds()
+			since := last[ps.Name]
+			if since > c.EventsRead {
+				since = 0 // a reload restarted it: its counts start again
+			}
+			p.perSecond = float64(c.EventsRead-since) / elapsed.Seconds()
 		}
 		last[ps.Name] = c.EventsRead
 		for _, m := range ps.Metrics {

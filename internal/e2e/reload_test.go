@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -71,18 +72,21 @@ func TestKafkaReloadUnderLoadLosesAndDuplicatesNothing(t *testing.T) {
 	// source commits as it closes is all that tells the new one where
 	// to start.
 	opts := pipelineOptions{source: kafkaSource(c, group, time.Minute), batch: "{max_rows: 500, linger: 50ms}"}
-	cfg := s.writeConfig(t, "reload", opts)
-	good, err := os.ReadFile(cfg)
-	if err != nil {
-		t.Fatal(err)
+	// Progress lines twice a second (in every version of the file: log
+	// cannot change on a reload).
+	config := func(o pipelineOptions) string {
+		return strings.Replace(s.config("reload", o), "  level: info\n", "  level: info\n  progress_interval: 500ms\n", 1)
 	}
+	cfg := filepath.Join(s.dir, "reload.yaml")
+	good := config(opts)
+	writeFile(t, cfg, good)
 	produce(t, c, events[:n/4], 1)
 	p := startPushd(t, "reload", cfg)
 	p.waitReady(t)
 
 	// An invalid file: the validate messages (file:line: key: message),
 	// one error line each; nothing changes.
-	bad := strings.Replace(string(good), "linger: 50ms", "linger: soon", 1)
+	bad := strings.Replace(good, "linger: 50ms", "linger: soon", 1)
 	bad = strings.Replace(bad, "max_wait: 100ms", "max_wait: -1s", 1)
 	writeFile(t, cfg, bad)
 	refused := p.hangup(t, "config reload refused: invalid config", 2)
@@ -97,7 +101,7 @@ func TestKafkaReloadUnderLoadLosesAndDuplicatesNothing(t *testing.T) {
 		}
 	}
 	// A powerbi change needs a restart: refused as a whole.
-	writeFile(t, cfg, strings.Replace(string(good), "max_backoff: 1s", "max_backoff: 2s", 1))
+	writeFile(t, cfg, strings.Replace(good, "max_backoff: 1s", "max_backoff: 2s", 1))
 	restart := p.hangup(t, "config reload refused: a restart is needed to change these keys", 1)
 	if restart[0]["keys"] != "powerbi" {
 		t.Errorf("restart-needed line names keys %v, want powerbi", restart[0]["keys"])
@@ -117,7 +121,7 @@ func TestKafkaReloadUnderLoadLosesAndDuplicatesNothing(t *testing.T) {
 	})
 	waitLandedAtLeast(t, emu, id, n/4+1000)
 	opts.batch = "{max_rows: 500, linger: 80ms}"
-	writeFile(t, cfg, s.config("reload", opts))
+	writeFile(t, cfg, config(opts))
 	reloaded := p.hangup(t, "config reloaded", 1)
 	if reloaded[0]["changed"] != "[telemetry]" || reloaded[0]["unchanged"] != "[]" {
 		t.Errorf("reload summary = %v, want telemetry changed", reloaded[0])
@@ -134,6 +138,16 @@ func TestKafkaReloadUnderLoadLosesAndDuplicatesNothing(t *testing.T) {
 	out, err := os.ReadFile(p.outPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The progress lines count the restarted pipeline from its restart.
+	progress := p.logLines(t, "progress")
+	if len(progress) == 0 {
+		t.Fatal("no progress lines")
+	}
+	for _, l := range progress {
+		if rate, _ := l["events_per_second"].(float64); rate < 0 {
+			t.Errorf("progress line with a negative rate: %v", l)
+		}
 	}
 	// The exit summary holds the pipeline before and after the reload.
 	if got := strings.Count(string(out), "pipeline telemetry:"); got != 2 {
