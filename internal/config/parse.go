@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -57,6 +58,50 @@ func parse(data []byte, name string, opts Options) (*Config, error) {
 // yamlLine finds the line in a yaml.v3 syntax error ("yaml: line 3: ...").
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
+// yamlAnchor finds the name in yaml.v3's error for an alias of no anchor.
+var yamlAnchor = regexp.MustCompile(`^unknown anchor '(.*)' referenced$`)
+
+// yamlProblem turns a yaml.v3 syntax error into a problem with its line.
+// yaml.v3 names no line for a fault on the first line, for a character
+// YAML does not allow, or for an alias of no anchor: their line is found
+// in data.
+func yamlProblem(data []byte, err error) *Problem {
+	msg := err.Error()
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Problem{Line: line, Msg: "invalid YAML: " + m[2]}
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	line := 1
+	if m := yamlAnchor.FindStringSubmatch(msg); m != nil {
+		if i := bytes.Index(data, []byte("*"+m[1])); i >= 0 {
+			line = 1 + bytes.Count(data[:i], []byte("\n"))
+		}
+	} else if i := disallowedChar(data); i >= 0 {
+		line = 1 + bytes.Count(data[:i], []byte("\n"))
+	}
+	return &Problem{Line: line, Msg: "invalid YAML: " + msg}
+}
+
+// disallowedChar returns the offset of the first byte that is not valid
+// UTF-8 or starts a character YAML does not allow (YAML 1.2, 5.1: C0 and C1
+// controls but tab, line feed, carriage return and NEL; surrogates;
+// U+FFFE, U+FFFF), or -1.
+func disallowedChar(data []byte) int {
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1,
+			r < 0x20 && r != '\t' && r != '\n' && r != '\r',
+			r >= 0x7F && r < 0xA0 && r != 0x85,
+			r == 0xFFFE || r == 0xFFFF:
+			return i
+		}
+		i += size
+	}
+	return -1
+}
+
 // parseDocument parses data into the root mapping of its only document.
 func parseDocument(data []byte) (*yaml.Node, *Problem) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -65,18 +110,13 @@ func parseDocument(data []byte) (*yaml.Node, *Problem) {
 		if errors.Is(err, io.EOF) {
 			return nil, &Problem{Line: 1, Msg: "config is empty: it needs at least powerbi and pipelines"}
 		}
-		msg := err.Error()
-		if m := yamlLine.FindStringSubmatch(msg); m != nil {
-			line, _ := strconv.Atoi(m[1])
-			return nil, &Problem{Line: line, Msg: "invalid YAML: " + m[2]}
-		}
-		return nil, &Problem{Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+		return nil, yamlProblem(data, err)
 	}
 	var next yaml.Node
 	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
 		line := next.Line
 		if err != nil {
-			line = 0
+			line = yamlProblem(data, err).Line
 		}
 		return nil, &Problem{Line: line, Msg: "a config holds one YAML document; found a second after ---"}
 	}

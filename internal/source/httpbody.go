@@ -41,6 +41,9 @@ type bodyBounds struct {
 	// it, events are counted but no longer kept, and the request is
 	// answered 429 (413 if it passes maxEvents too).
 	room func(n int) bool
+	// readChunk is the read buffer and arena block size: bodyReadChunk
+	// when 0; smaller in tests to exercise the edges.
+	readChunk int
 }
 
 // errTooManyEvents is returned by frameBody past bodyBounds.maxEvents.
@@ -72,7 +75,11 @@ func badBody(format string, args ...any) error {
 // element (errBodyFormat), or at a read error (returned as it is: a
 // *http.MaxBytesError, a timeout).
 func frameBody(r io.Reader, kind bodyKind, bounds bodyBounds) ([]bodyEvent, error) {
-	br := bufio.NewReaderSize(r, bodyReadChunk)
+	chunk := bounds.readChunk
+	if chunk <= 0 {
+		chunk = bodyReadChunk
+	}
+	br := bufio.NewReaderSize(r, chunk)
 	if head, _ := br.Peek(len(utf8BOM)); bytes.Equal(head, utf8BOM) {
 		_, _ = br.Discard(len(utf8BOM))
 	}
@@ -104,7 +111,7 @@ func frameBody(r io.Reader, kind bodyKind, bounds bodyBounds) ([]bodyEvent, erro
 	if kind == formatJSON {
 		err = frameJSON(br, add)
 	} else {
-		err = frameNDJSON(br, add)
+		err = frameNDJSON(br, chunk, add)
 	}
 	switch {
 	case err != nil:
@@ -117,15 +124,17 @@ func frameBody(r io.Reader, kind bodyKind, bounds bodyBounds) ([]bodyEvent, erro
 
 // frameNDJSON passes each non-blank line of br to add: a JSON object or
 // array per line, checked as it comes.
-func frameNDJSON(br *bufio.Reader, add func([]byte) error) error {
-	var a arena
+func frameNDJSON(br *bufio.Reader, chunk int, add func([]byte) error) error {
+	a := arena{chunk: chunk}
 	n := 0
 	for line := 1; ; line++ {
 		text, err := a.readLine(br)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
-		text = bytes.TrimSpace(text)
+		// JSON's whitespace only: a line with another space around its
+		// value (NBSP, NEL, \v) is not JSON, as stdin's mapper says too.
+		text = bytes.Trim(text, " \t\r\n")
 		if len(text) > 0 {
 			if text[0] != '{' && text[0] != '[' {
 				return badBody("line %d: not a JSON object or array", line)
@@ -242,6 +251,7 @@ func firstByte(br *bufio.Reader) (byte, error) {
 // event points into it any more.
 type arena struct {
 	block []byte
+	chunk int // the size of a new block (when a line fits in it)
 }
 
 // readLine copies the next line of br (without its '\n') into the arena
@@ -253,7 +263,7 @@ func (a *arena) readLine(br *bufio.Reader) ([]byte, error) {
 		if len(a.block)+len(frag) > cap(a.block) {
 			// Start a new block and carry the line's head over.
 			head := a.block[start:]
-			block := make([]byte, 0, max(bodyReadChunk, 2*(len(head)+len(frag))))
+			block := make([]byte, 0, max(a.chunk, 2*(len(head)+len(frag))))
 			a.block = append(block, head...)
 			start = 0
 		}

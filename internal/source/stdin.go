@@ -284,9 +284,9 @@ func (s *Stdin) run() {
 			data = data[:n-1]
 		}
 		switch {
-		case isBlank(data):
-		case len(data) > s.maxLine:
+		case len(data) > s.maxLine: // blank or not, as the cut below
 			emit(data[:s.maxLine:s.maxLine], s.tooLong(lineNo))
+		case isBlank(data):
 		default:
 			var err error
 			if bad := checkEvent(data); bad != nil {
@@ -312,11 +312,13 @@ func (s *Stdin) run() {
 		}
 		if skipping {
 			begin = end
-		} else if end-begin > s.maxLine+1 { // +1: a CR before the newline is not counted
-			// Too long whatever comes next: emit its head now, skip the rest.
+		} else if head := unfinished(chunk[begin:end], first); len(head) > s.maxLine+1 { // +1: a CR before the newline is not counted
+			// Too long whatever comes next: emit its head now, skip the
+			// rest. The line is cut as line would cut it whole, so that how
+			// the input was chunked never changes what becomes of a line.
 			lineNo++
 			first = false
-			emit(chunk[begin:begin+s.maxLine:begin+s.maxLine], s.tooLong(lineNo))
+			emit(head[:s.maxLine:s.maxLine], s.tooLong(lineNo))
 			skipping = true
 			begin = end
 		}
@@ -350,6 +352,16 @@ func (s *Stdin) run() {
 			chunk, begin, end, shared = next, 0, partial, false
 		}
 	}
+}
+
+// unfinished returns the part of a line read so far that counts against
+// max_line_bytes: without the stream's BOM on the first line (which line
+// strips too; a BOM still arriving is at most 2 bytes, below any limit).
+func unfinished(partial []byte, first bool) []byte {
+	if first {
+		return stripBOM(partial)
+	}
+	return partial
 }
 
 // send hands a batch to Read; false when Close came first.
