@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/emulator"
 )
 
@@ -19,12 +21,18 @@ import (
 // both pipelines' limits (the dataset's).
 func twoHTTPPipelines(t *testing.T, emu *emulator.Server, ca, dir, lingerB, limits string) string {
 	t.Helper()
-	pipe := func(name, table, linger string) string {
-		return fmt.Sprintf(`
+	return powerbiSection(emu, ca) + "pipelines:" +
+		httpPipeline(dir, "a", "A", "127.0.0.1:0", "10ms", limits) + httpPipeline(dir, "b", "B", "127.0.0.1:0", lingerB, limits)
+}
+
+// httpPipeline is a pipeline named name reading HTTP on listen into table
+// of the dataset Ingest.
+func httpPipeline(dir, name, table, listen, linger, limits string) string {
+	return fmt.Sprintf(`
   - name: %s
     source:
       type: http
-      http: {listen: "127.0.0.1:0"}
+      http: {listen: "%s"}
     target: {workspace_id: %s, dataset_name: Ingest, table: %s}
     schema:
       columns:
@@ -32,9 +40,51 @@ func twoHTTPPipelines(t *testing.T, emu *emulator.Server, ca, dir, lingerB, limi
     batch: {max_rows: 100, linger: %s}
     limits: %s
     dead_letter: {path: %s}
-`, name, testWorkspace, table, linger, limits, filepath.Join(dir, name+".ndjson"))
+`, name, listen, testWorkspace, table, linger, limits, filepath.Join(dir, name+".ndjson"))
+}
+
+// createIngest creates the dataset Ingest with an Int64 column Seq in each
+// of tables.
+func createIngest(t *testing.T, emu *emulator.Server, tables ...string) string {
+	t.Helper()
+	req := emulator.CreateDatasetRequest{Name: "Ingest", DefaultMode: "Push"}
+	for _, name := range tables {
+		req.Tables = append(req.Tables, emulator.Table{Name: name, Columns: []emulator.Column{{Name: "Seq", DataType: "Int64"}}})
 	}
-	return powerbiSection(emu, ca) + "pipelines:" + pipe("a", "A", "10ms") + pipe("b", "B", lingerB)
+	id, err := emu.CreateDataset(testWorkspace, req, emulator.RetentionNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// startDaemon runs cfg until ctx ends; the channel gets the result.
+func startDaemon(t *testing.T, ctx context.Context, cfg *config.Config, logs io.Writer) (*Daemon, <-chan Result) {
+	t.Helper()
+	ready := make(chan *Daemon, 1)
+	done := make(chan Result, 1)
+	go func() {
+		res, err := Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(logs, nil)), Ready: func(d *Daemon) { ready <- d }})
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		done <- res
+	}()
+	return <-ready, done
+}
+
+// wantOnce fails unless table holds seq 1..n exactly once each.
+func wantOnce(t *testing.T, emu *emulator.Server, id, table string, n int64) {
+	t.Helper()
+	counts := seqCounts(t, emu.Rows(id, table))
+	for seq := int64(1); seq <= n; seq++ {
+		if counts[seq] != 1 {
+			t.Fatalf("table %s: seq %d landed %d times, want once", table, seq, counts[seq])
+		}
+	}
+	if int64(len(counts)) != n {
+		t.Fatalf("table %s: %d distinct seqs, want %d", table, len(counts), n)
+	}
 }
 
 // post sends events seq first..first+n-1 and wants 200 (landed).
@@ -62,31 +112,12 @@ func post(t *testing.T, addr string, first, n int) {
 // are refused and change nothing.
 func TestReloadRestartsOnlyTheChangedPipeline(t *testing.T) {
 	emu, ca := testEmulator(t, nil)
-	id, err := emu.CreateDataset(testWorkspace, emulator.CreateDatasetRequest{
-		Name: "Ingest", DefaultMode: "Push",
-		Tables: []emulator.Table{
-			{Name: "A", Columns: []emulator.Column{{Name: "Seq", DataType: "Int64"}}},
-			{Name: "B", Columns: []emulator.Column{{Name: "Seq", DataType: "Int64"}}},
-		},
-	}, emulator.RetentionNone)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createIngest(t, emu, "A", "B")
 	dir := t.TempDir()
-	cfg := loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "10ms", "{}"))
 	var logs lockedBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan *Daemon, 1)
-	done := make(chan Result, 1)
-	go func() {
-		res, err := Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Ready: func(d *Daemon) { ready <- d }})
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		done <- res
-	}()
-	d := <-ready
+	d, done := startDaemon(t, ctx, loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "10ms", "{}")), &logs)
 	addrA, addrB := d.HTTPSourceAddr("a"), d.HTTPSourceAddr("b")
 	post(t, addrA, 1, 50)
 	post(t, addrB, 1, 50)
@@ -141,17 +172,8 @@ func TestReloadRestartsOnlyTheChangedPipeline(t *testing.T) {
 
 	cancel()
 	res := <-done
-	for _, tbl := range []string{"A", "B"} {
-		counts := seqCounts(t, emu.Rows(id, tbl))
-		for seq := int64(1); seq <= 100; seq++ {
-			if counts[seq] != 1 {
-				t.Fatalf("table %s: seq %d landed %d times, want once", tbl, seq, counts[seq])
-			}
-		}
-		if len(counts) != 100 {
-			t.Fatalf("table %s: %d distinct seqs, want 100", tbl, len(counts))
-		}
-	}
+	wantOnce(t, emu, id, "A", 100)
+	wantOnce(t, emu, id, "B", 100)
 	var names []string
 	for _, p := range res.Pipelines {
 		names = append(names, fmt.Sprintf("%s:%d", p.Name, p.Summary.EventsRead))
@@ -196,4 +218,61 @@ func TestReloadRefusesAChangedStdinPipeline(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+}
+
+// TestReloadKeepsAPipelineThatCannotStart: b's new config listens on an
+// address already taken, so b runs again with its previous config (and
+// nothing is lost); an added pipeline that cannot listen is not started.
+// Reload reports both; a goes on untouched.
+func TestReloadKeepsAPipelineThatCannotStart(t *testing.T) {
+	emu, ca := testEmulator(t, nil)
+	id := createIngest(t, emu, "A", "B", "C")
+	var taken [2]net.Listener
+	for i := range taken {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		taken[i] = l
+	}
+	dir := t.TempDir()
+	var logs lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, done := startDaemon(t, ctx, loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "10ms", "{}")), &logs)
+	addrA := d.HTTPSourceAddr("a")
+	post(t, addrA, 1, 50)
+	post(t, d.HTTPSourceAddr("b"), 1, 50)
+	before := d.list()
+
+	next := powerbiSection(emu, ca) + "pipelines:" + httpPipeline(dir, "a", "A", "127.0.0.1:0", "10ms", "{}") +
+		httpPipeline(dir, "b", "B", taken[0].Addr().String(), "30ms", "{}") +
+		httpPipeline(dir, "c", "C", taken[1].Addr().String(), "10ms", "{}")
+	err := d.Reload(ctx, loadConfig(t, next))
+	if err == nil || !strings.Contains(err.Error(), "pipelines[1] (b)") || !strings.Contains(err.Error(), "pipelines[2] (c)") {
+		t.Fatalf("Reload = %v, want the errors of b and c", err)
+	}
+	after := d.list()
+	if len(after) != 2 {
+		t.Fatalf("%d pipelines after the reload, want a and b", len(after))
+	}
+	if after[0] != before[0] || after[1] == before[1] {
+		t.Fatalf("after the reload a kept = %v, b restarted = %v; want both", after[0] == before[0], after[1] != before[1])
+	}
+	if got := after[1].cfg.Batch.Linger; got != before[1].cfg.Batch.Linger {
+		t.Fatalf("b runs with linger %s, want its previous %s", got, before[1].cfg.Batch.Linger)
+	}
+	post(t, addrA, 51, 50)
+	post(t, d.HTTPSourceAddr("b"), 51, 50)
+	if l := logLines(t, logs.String(), "config reload: pipeline not changed, its previous config runs again"); len(l) != 1 || l[0]["pipeline"] != "b" {
+		t.Fatalf("previous-config lines = %v, want one for b", l)
+	}
+	if l := logLines(t, logs.String(), "config reload: pipeline not started"); len(l) != 1 || l[0]["pipeline"] != "c" {
+		t.Fatalf("not-started lines = %v, want one for c", l)
+	}
+	cancel()
+	<-done
+	wantOnce(t, emu, id, "A", 100)
+	wantOnce(t, emu, id, "B", 100)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -99,6 +100,11 @@ func TestKafkaReloadUnderLoadLosesAndDuplicatesNothing(t *testing.T) {
 		if !strings.Contains(joined, want) {
 			t.Errorf("invalid-config lines lack %q:\n%s", want, joined)
 		}
+	}
+	// Exactly what pushd validate prints for the same file.
+	validate, err := exec.Command(pushdBin, "validate", "-c", cfg).CombinedOutput()
+	if want := strings.TrimSpace(string(validate)); err == nil || joined != want {
+		t.Errorf("reload refused with\n%s\nwant what pushd validate prints (err %v):\n%s", joined, err, want)
 	}
 	// A powerbi change needs a restart: refused as a whole.
 	writeFile(t, cfg, strings.Replace(good, "max_backoff: 1s", "max_backoff: 2s", 1))
