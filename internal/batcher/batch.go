@@ -104,6 +104,58 @@ func (b *Batch) Done(err error) {
 // RowDone settles row i alone, as Done does for the whole batch.
 func (b *Batch) RowDone(i int, err error) { b.Trackers[i].settle(1, err) }
 
+// BytesWith is the body length of b and o sent as one request: what Append
+// would make b's Bytes.
+func (b *Batch) BytesWith(o *Batch) int {
+	switch {
+	case len(o.Rows) == 0:
+		return b.Bytes
+	case len(b.Rows) == 0:
+		return o.Bytes
+	}
+	return b.Bytes + o.Bytes - BodyOverhead + 1 // one framing, one comma between
+}
+
+// Append moves o's rows, with their trackers, to the end of b, so that
+// batches that waited for a sender go out as one request. The caller checks
+// the limits (Len, BytesWith) first, owns both batches, and uses o no more.
+func (b *Batch) Append(o *Batch) {
+	b.Bytes = b.BytesWith(o)
+	b.Rows = append(b.Rows, o.Rows...)
+	b.Trackers = append(b.Trackers, o.Trackers...)
+}
+
+// Front moves the longest run of b's first rows whose body fits maxRows
+// and maxBytes beside dst's (dst.Len()+n rows, dst.BytesWith of them) into
+// a new batch, and returns it; nil when not one row fits. b keeps the rest:
+// a sender that fills its request from a batch too large to take whole
+// leaves the rest for the next request.
+func (b *Batch) Front(dst *Batch, maxRows, maxBytes int) *Batch {
+	n, size := 0, dst.Bytes
+	if dst.Len() == 0 {
+		size = BodyOverhead
+	}
+	for n < len(b.Rows) && dst.Len()+n < maxRows {
+		next := size + len(b.Rows[n])
+		if dst.Len()+n > 0 {
+			next++ // the comma
+		}
+		if next > maxBytes {
+			break
+		}
+		size = next
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	front := &Batch{Rows: b.Rows[:n:n], Trackers: b.Trackers[:n:n]}
+	front.Bytes = bodyBytes(front.Rows)
+	b.Rows, b.Trackers = b.Rows[n:], b.Trackers[n:]
+	b.Bytes = bodyBytes(b.Rows)
+	return front
+}
+
 // Split halves the batch, to isolate a bad row after Power BI rejected the
 // whole request (400 or 413). The halves share the parent's arrays, so use
 // them instead of the parent, never as well. A batch of fewer than two rows

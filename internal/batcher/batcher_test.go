@@ -700,3 +700,121 @@ func TestConcurrentAdds(t *testing.T) {
 		}
 	}
 }
+
+// TestAppend: batches merged by a sender make one exact body, keep each
+// row with its event's tracker, and ack every event once.
+func TestAppend(t *testing.T) {
+	for _, sizes := range [][]int{{1, 1}, {3, 2, 4}, {5}} {
+		t.Run(fmt.Sprint(sizes), func(t *testing.T) {
+			acks := newAckLog()
+			var batches []*Batch
+			id := 0
+			for _, n := range sizes {
+				out := make(chan *Batch, 1)
+				b := mustNew(t, Config{MaxRows: n, MaxBytes: LimitBytes, Linger: time.Hour}, out)
+				for range n {
+					tr := acks.tracker(fmt.Sprint(id))
+					if err := b.Add(t.Context(), row(9+id), tr); err != nil {
+						t.Fatal(err)
+					}
+					tr.Seal()
+					id++
+				}
+				batches = append(batches, <-out)
+			}
+			merged := batches[0]
+			for _, o := range batches[1:] {
+				want := merged.BytesWith(o)
+				merged.Append(o)
+				if merged.Bytes != want {
+					t.Fatalf("Bytes %d after Append, BytesWith said %d", merged.Bytes, want)
+				}
+			}
+			checkBody(t, merged, LimitBytes)
+			if merged.Len() != id {
+				t.Fatalf("%d rows merged, want %d", merged.Len(), id)
+			}
+			// Row i is event i's, and settling it acks that event alone.
+			for i := range id {
+				if string(merged.Rows[i]) != string(row(9+i)) {
+					t.Fatalf("row %d = %s, want %s", i, merged.Rows[i], row(9+i))
+				}
+				merged.RowDone(i, nil)
+				for j := range id {
+					want := 0
+					if j <= i {
+						want = 1
+					}
+					if got := len(acks.get(fmt.Sprint(j))); got != want {
+						t.Fatalf("after settling row %d, event %d acked %d times, want %d", i, j, got, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestFront: the rows that fill a request up to its limits move to a new
+// batch with their trackers; the rest stays, with an exact body size.
+func TestFront(t *testing.T) {
+	tests := []struct {
+		name               string
+		dst, src           int // rows
+		maxRows, maxBytes  int
+		wantFront, wantRem int
+	}{
+		{"rows bound", 2, 5, 4, LimitBytes, 2, 3},
+		{"all fit", 1, 3, 10, LimitBytes, 3, 0},
+		{"bytes bound", 1, 5, 10, -1, 2, 3}, // -1: room for two more rows exactly
+		{"none fits", 4, 2, 4, LimitBytes, 0, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			acks := newAckLog()
+			mk := func(prefix string, n int) *Batch {
+				out := make(chan *Batch, 1)
+				b := mustNew(t, Config{MaxRows: n, MaxBytes: LimitBytes, Linger: time.Hour}, out)
+				for i := range n {
+					tr := acks.tracker(fmt.Sprint(prefix, i))
+					if err := b.Add(t.Context(), row(9+i), tr); err != nil {
+						t.Fatal(err)
+					}
+					tr.Seal()
+				}
+				return <-out
+			}
+			dst, src := mk("d", tt.dst), mk("s", tt.src)
+			if tt.maxBytes < 0 {
+				tt.maxBytes = dst.Bytes + len(src.Rows[0]) + 1 + len(src.Rows[1]) + 1
+			}
+			front := src.Front(dst, tt.maxRows, tt.maxBytes)
+			if tt.wantFront == 0 {
+				if front != nil || src.Len() != tt.src {
+					t.Fatalf("Front = %v, source keeps %d rows; want nil and all %d", front, src.Len(), tt.src)
+				}
+				return
+			}
+			if front.Len() != tt.wantFront || src.Len() != tt.wantRem {
+				t.Fatalf("front %d rows, rest %d; want %d and %d", front.Len(), src.Len(), tt.wantFront, tt.wantRem)
+			}
+			checkBody(t, front, LimitBytes)
+			if src.Len() > 0 {
+				checkBody(t, src, LimitBytes)
+			}
+			if got := dst.BytesWith(front); got > tt.maxBytes {
+				t.Errorf("merged body %d bytes, over %d", got, tt.maxBytes)
+			}
+			// Settling the front acks exactly the events of its rows.
+			front.Done(nil)
+			for i := range tt.src {
+				want := 0
+				if i < tt.wantFront {
+					want = 1
+				}
+				if got := len(acks.get(fmt.Sprint("s", i))); got != want {
+					t.Errorf("event s%d acked %d times, want %d", i, got, want)
+				}
+			}
+		})
+	}
+}

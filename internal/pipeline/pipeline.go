@@ -143,6 +143,9 @@ type Pipeline struct {
 	stage *reduceStage // nil without a reduction
 	// out hands rows to the targets (made by New).
 	out *fanOut
+	// idle (cap 1) is signalled when a target has nothing queued or in
+	// flight any more (sendSide.done), for admit to look again.
+	idle chan struct{}
 	// newestAccepted is the newest Kafka record timestamp (Unix ms) among
 	// the accepted unreduced rows, for the freshness metric.
 	newestAccepted atomic.Int64
@@ -196,19 +199,12 @@ func New(opts Options) (*Pipeline, error) {
 		sem:        make(chan struct{}, opts.MaxUnacked),
 		readMetric: opts.Metrics.eventsCounter(opts.Name),
 		failed:     make(chan struct{}),
+		idle:       make(chan struct{}, 1),
 	}
 	p.ackHook = p.onAck
 	p.out = &fanOut{p: p}
 	for _, t := range opts.Targets {
-		// One target: a full queue holds the reader back at once, so that
-		// rows keep joining the open batch. Several: a target that is
-		// throttled must not hold back the others before the unacked bound,
-		// so its queue can take a batch per unacked event.
-		queue := t.Senders
-		if len(opts.Targets) > 1 {
-			queue = max(t.Senders, opts.MaxUnacked)
-		}
-		side, err := newSendSide(p, t, queue)
+		side, err := newSendSide(p, t)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %s: target %s: %w", opts.Name, t.Name, err)
 		}
@@ -311,24 +307,8 @@ func (p *Pipeline) readLoop(ctx, sendCtx context.Context, b *fanOut) error {
 			return nil
 		default:
 		}
-		select {
-		case p.sem <- struct{}{}: // the common case, without a two-way select
-		default:
-			// max_unacked_events reached: nothing more can join the
-			// current batch until some event is acked, so send it now
-			// rather than after its linger. A reduction emits its oldest
-			// window first, to free the events it holds.
-			if p.stage != nil {
-				p.stage.flushOldest(sendCtx, b)
-			}
-			if err := b.Flush(ctx); err != nil && ctx.Err() == nil {
-				p.log.Warn("flushing a batch at the unacked bound failed", "err", err)
-			}
-			select {
-			case p.sem <- struct{}{}:
-			case <-done:
-				return nil
-			}
+		if !p.admit(ctx, sendCtx, b) {
+			return nil
 		}
 		ev, ack, err := p.opts.Source.Read(ctx)
 		if err != nil {
@@ -347,6 +327,36 @@ func (p *Pipeline) readLoop(ctx, sendCtx context.Context, b *fanOut) error {
 			p.readMetric.Inc()
 		}
 		rows = p.handle(sendCtx, b, ev, ack, rows[:0])
+	}
+}
+
+// admit takes a slot for one more unacked event, waiting while
+// max_unacked_events are unacked; false when ctx ends first. While it
+// waits with nothing of any target queued or in flight, the open batches
+// are closed: no ack can come to make room for more rows, so waiting for
+// the linger would only delay them. While rows are in flight, the batches
+// stay open: their acks make room, and the rows read then join them, so
+// requests do not shrink under a standing backlog.
+func (p *Pipeline) admit(ctx, sendCtx context.Context, b *fanOut) bool {
+	select {
+	case p.sem <- struct{}{}: // the common case, without a many-way select
+		return true
+	default:
+	}
+	if p.stage != nil {
+		// A reduction emits its oldest window first, to free the events
+		// it holds.
+		p.stage.flushOldest(sendCtx, b)
+	}
+	for {
+		b.flushIfIdle(ctx)
+		select {
+		case p.sem <- struct{}{}:
+			return true
+		case <-p.idle: // a target has nothing in flight any more: look again
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 

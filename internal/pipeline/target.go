@@ -25,6 +25,20 @@ type Target interface {
 	Verdict(err error) Verdict
 }
 
+// gatherer is implemented by a Target whose requests wait for the
+// service's quotas in pushd (PowerBI): it takes a request's rows when the
+// quotas admit the request rather than before it waits, so a request that
+// had to wait carries what queued meanwhile.
+type gatherer interface {
+	// SendFrom is Send for rows still gathering: first is how many rows
+	// wait now (what the request carries at least); take is called at most
+	// once, when the request may go, with the most rows the quotas admit
+	// then, and returns the rows to send (none: no request). take is not
+	// called when ctx ends or the request fails before it may go; the
+	// error says why.
+	SendFrom(ctx context.Context, first int, take func(room int) []json.RawMessage) error
+}
+
 // RowErrors is implemented by errors of Target.Send that report each row
 // of the batch apart: RowError(i) is row i's error, nil when it was
 // accepted.
@@ -74,7 +88,7 @@ type TargetOptions struct {
 	Target Target
 	// Batch says when the target's batches are closed.
 	Batch batcher.Config
-	// Senders is the number of batches sent at once (default 5).
+	// Senders is the number of requests sent at once (default 5).
 	Senders int
 }
 
@@ -85,10 +99,35 @@ type PowerBI struct {
 	Table  pushapi.Target
 }
 
-var _ Target = PowerBI{}
+var (
+	_ Target   = PowerBI{}
+	_ gatherer = PowerBI{}
+)
 
 // Send posts rows to the table.
 func (t PowerBI) Send(ctx context.Context, rows []json.RawMessage) error {
+	return t.Sender.PostRows(ctx, t.Table, rows)
+}
+
+// rowsGatherer is a pushapi.Sender that takes a request's rows when the
+// dataset's quotas admit it (pushapi.Client.PostRowsFrom).
+type rowsGatherer interface {
+	PostRowsFrom(ctx context.Context, t pushapi.Target, first int, take func(room int) []json.RawMessage) error
+}
+
+var _ rowsGatherer = (*pushapi.Client)(nil)
+
+// SendFrom posts the rows take returns when the dataset's quotas admit the
+// request (pushapi.Client.PostRowsFrom). A Sender that does not gather
+// takes them at once.
+func (t PowerBI) SendFrom(ctx context.Context, first int, take func(room int) []json.RawMessage) error {
+	if g, ok := t.Sender.(rowsGatherer); ok {
+		return g.PostRowsFrom(ctx, t.Table, first, take)
+	}
+	rows := take(batcher.LimitRows)
+	if len(rows) == 0 {
+		return nil
+	}
 	return t.Sender.PostRows(ctx, t.Table, rows)
 }
 

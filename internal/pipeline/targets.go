@@ -12,22 +12,50 @@ import (
 )
 
 // sendSide is the part of a pipeline that belongs to one target: its
-// batcher, the channel of batches, the senders and what they do with each
-// answer (accept, split, dead-letter, fail), and its counts.
+// batcher, the queue of closed batches waiting for a sender, the senders and
+// what they do with each answer (accept, split, dead-letter, fail), and its
+// counts.
+//
+// Batches do not fragment. The batcher closes a batch when it is full
+// (max_rows or max_bytes), when its linger passes, at the end of input, or
+// when the read loop is held at max_unacked_events and nothing of any
+// target is queued or in flight (busy is zero everywhere), so that no ack
+// can free room for more rows (fanOut.flushIfIdle). While rows are in
+// flight, their acks free room and the rows read then join the open batch,
+// so a standing backlog makes every request carry min(max_rows, what
+// max_bytes holds, the rows of max_unacked_events events). Closed batches
+// queue; a sender takes every row waiting, up to the bounds: the oldest
+// batches whole and the first rows of the next one that does not fit. A
+// target that waits for quotas before sending (a gatherer: PowerBI) takes
+// its rows only when the quotas admit the request, so what queued while it
+// waited goes out in that request.
 type sendSide struct {
 	p       *Pipeline
 	opts    TargetOptions
 	batcher *batcher.Batcher
-	batches chan *batcher.Batch
+	in      chan *batcher.Batch // the batcher's out
+
+	// busy counts the rows the batcher handed over that are not settled
+	// yet (queued or being sent); when it drops to zero, p.idle is
+	// signalled.
+	busy atomic.Int64
+	// gathering (cap 1) is held by the one sender of a gatherer target
+	// that waits for the quotas with nothing in hand.
+	gathering chan struct{}
+
+	mu     sync.Mutex
+	cond   *sync.Cond       // broadcast when the queue gains rows or closes
+	queue  []*batcher.Batch // oldest first
+	closed bool             // no batch comes any more
 
 	rowsAccepted, rowsDead, requests, splits atomic.Int64
 }
 
-// newSendSide makes the send side of t; queue is how many closed batches
-// may wait for a sender before the batcher blocks the reader.
-func newSendSide(p *Pipeline, t TargetOptions, queue int) (*sendSide, error) {
-	s := &sendSide{p: p, opts: t, batches: make(chan *batcher.Batch, queue)}
-	b, err := batcher.New(t.Batch, s.batches)
+// newSendSide makes the send side of t.
+func newSendSide(p *Pipeline, t TargetOptions) (*sendSide, error) {
+	s := &sendSide{p: p, opts: t, in: make(chan *batcher.Batch), gathering: make(chan struct{}, 1)}
+	s.cond = sync.NewCond(&s.mu)
+	b, err := batcher.New(t.Batch, s.in)
 	if err != nil {
 		return nil, err
 	}
@@ -35,28 +63,197 @@ func newSendSide(p *Pipeline, t TargetOptions, queue int) (*sendSide, error) {
 	return s, nil
 }
 
-// run sends the batches with the target's senders until close.
+// run queues the batcher's batches and sends them with the target's
+// senders, until close is called and the queue is empty.
 func (s *sendSide) run(ctx context.Context) {
 	var senders sync.WaitGroup
 	for range s.opts.Senders {
 		senders.Go(func() {
-			for b := range s.batches {
-				// Rows of events withdrawn by their source (an HTTP
-				// request past its response timeout) are dropped here,
-				// before the send; the rest can no longer be withdrawn
-				// (the first target to take an event claims it for all).
-				if b = b.Take(); b != nil {
-					s.settle(ctx, b, s.opts.Target.Send(ctx, b.Rows))
-				}
+			for s.sendNext(ctx) {
 			}
 		})
 	}
+	for b := range s.in {
+		s.busy.Add(int64(b.Len()))
+		s.mu.Lock()
+		s.queue = append(s.queue, b)
+		s.mu.Unlock()
+		s.cond.Broadcast()
+	}
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cond.Broadcast()
 	senders.Wait()
 }
 
-// close flushes the open batch, stops the batcher and ends the channel; a
-// batch that could not be flushed is settled with an error (its events come
-// again).
+// sendNext sends the next request of the target: every row waiting, up to
+// the bounds. It returns false once the queue is closed and empty.
+func (s *sendSide) sendNext(ctx context.Context) bool {
+	if s.p.isFailed() {
+		// The pipeline stops (a target refused, the dead letter failed):
+		// what waits is not sent; its events come again.
+		b, n := s.take(s.opts.Batch.MaxRows, true)
+		if b == nil {
+			return false
+		}
+		b.Done(fmt.Errorf("pipeline %s stopped before sending to target %s: %w", s.p.opts.Name, s.opts.Name, s.p.failErr))
+		s.done(n)
+		return true
+	}
+	if g, ok := s.opts.Target.(gatherer); ok {
+		return s.gather(ctx, g)
+	}
+	b, n := s.take(s.opts.Batch.MaxRows, true)
+	if b == nil {
+		return false
+	}
+	// Rows of events withdrawn by their source (an HTTP request past its
+	// response timeout) are dropped here, before the send; the rest can no
+	// longer be withdrawn (the first target to take an event claims it for
+	// all).
+	if b = b.Take(); b != nil {
+		s.settle(ctx, b, s.opts.Target.Send(ctx, b.Rows))
+	}
+	s.done(n)
+	return true
+}
+
+// gather sends the next request of a gatherer target. One sender of the
+// target at a time (gathering) waits for the quotas with nothing in hand
+// and takes what is queued when they admit its request, so batches that
+// queued while the target was throttled go out as one request; the other
+// senders meanwhile have their requests in flight.
+func (s *sendSide) gather(ctx context.Context, g gatherer) bool {
+	s.gathering <- struct{}{}
+	first := s.waitQueued()
+	if first == 0 {
+		<-s.gathering
+		return false
+	}
+	var b *batcher.Batch
+	n, taken := 0, false
+	err := g.SendFrom(ctx, first, func(room int) []json.RawMessage {
+		defer func() { <-s.gathering }()
+		taken = true
+		b, n = s.takeSendable(min(room, s.opts.Batch.MaxRows))
+		if b == nil {
+			return nil // every row was withdrawn: no request
+		}
+		return b.Rows
+	})
+	if !taken {
+		if err != nil {
+			// Not admitted (ctx ended, or a failure before the request
+			// could go): the rows that were waiting take the error as
+			// if they had been sent.
+			b, n = s.takeSendable(s.opts.Batch.MaxRows)
+		}
+		<-s.gathering
+	}
+	if b != nil {
+		s.settle(ctx, b, err)
+	}
+	s.done(n)
+	return true
+}
+
+// waitQueued waits until rows are queued and returns how many the oldest
+// waiting batch holds; 0 once the queue is closed and empty.
+func (s *sendSide) waitQueued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.queue) == 0 {
+		if s.closed {
+			return 0
+		}
+		s.cond.Wait()
+	}
+	return s.queue[0].Len()
+}
+
+// take removes the rows of the next request from the queue: the oldest
+// batches merged while they fit maxRows and max_bytes, filled up with the
+// first rows of the next batch when it does not fit whole. It returns them
+// with their number. With wait it waits for rows, and returns nil once the
+// queue is closed and empty; without, nil when nothing is queued.
+func (s *sendSide) take(maxRows int, wait bool) (*batcher.Batch, int) {
+	maxRows, maxBytes := max(maxRows, 1), s.opts.Batch.MaxBytes
+	s.mu.Lock()
+	for len(s.queue) == 0 {
+		if s.closed || !wait {
+			s.mu.Unlock()
+			return nil, 0
+		}
+		s.cond.Wait()
+	}
+	var b *batcher.Batch
+	k := 0 // whole batches taken
+	for k < len(s.queue) {
+		o := s.queue[k]
+		if b == nil && o.Len() <= maxRows && o.Bytes <= maxBytes {
+			b, k = o, k+1 // the common case: no copy
+			continue
+		}
+		if b == nil {
+			b = &batcher.Batch{Bytes: batcher.BodyOverhead}
+		}
+		if b.Len()+o.Len() > maxRows || b.BytesWith(o) > maxBytes {
+			// Fill the request with o's first rows; o keeps the rest.
+			if front := o.Front(b, maxRows, maxBytes); front != nil {
+				b.Append(front)
+			}
+			break
+		}
+		b.Append(o)
+		k++
+	}
+	clear(s.queue[:k])
+	s.queue = s.queue[k:]
+	more := len(s.queue) > 0
+	s.mu.Unlock()
+	if more {
+		s.cond.Broadcast() // another sender may take the rest
+	}
+	if b.Len() == 0 {
+		// Not one row fits the bounds: the batcher refuses such rows
+		// (ErrRowTooLarge), so this cannot happen.
+		panic(fmt.Sprintf("pipeline: target %s: a queued row does not fit max_rows %d and max_bytes %d", s.opts.Name, maxRows, maxBytes))
+	}
+	return b, b.Len()
+}
+
+// takeSendable takes the rows of the next request without waiting, leaving
+// out the rows of withdrawn events (Batch.Take), which it settles: nil when
+// no row is left to send. n counts every row taken from the queue, the
+// withdrawn ones too.
+func (s *sendSide) takeSendable(maxRows int) (b *batcher.Batch, n int) {
+	for {
+		next, k := s.take(maxRows, false)
+		n += k
+		if next == nil {
+			return nil, n
+		}
+		if b = next.Take(); b != nil {
+			return b, n
+		}
+	}
+}
+
+// done counts n rows settled and signals the read loop when nothing of the
+// target is queued or in flight any more (it may flush the open batches).
+func (s *sendSide) done(n int) {
+	if s.busy.Add(-int64(n)) == 0 {
+		select {
+		case s.p.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// close flushes the open batch, stops the batcher and ends the queue; the
+// senders finish what is queued (run returns then). A batch that could not
+// be flushed is settled with an error: its events come again.
 func (s *sendSide) close(ctx context.Context) {
 	if err := s.batcher.Flush(ctx); err != nil && !errors.Is(err, batcher.ErrClosed) {
 		s.p.log.Warn("flushing the last batch failed", "target", s.opts.Name, "err", err)
@@ -64,7 +261,7 @@ func (s *sendSide) close(ctx context.Context) {
 	if unsent := s.batcher.Close(); unsent != nil {
 		unsent.Done(fmt.Errorf("pipeline %s: batch for target %s not sent before shutdown", s.p.opts.Name, s.opts.Name))
 	}
-	close(s.batches)
+	close(s.in)
 }
 
 // settle acts on the answer to a batch, as the target's Verdict reads it:
@@ -185,15 +382,23 @@ func (f *fanOut) Add(ctx context.Context, row json.RawMessage, tr *batcher.Track
 	return nil
 }
 
-// Flush sends every target's open batch.
-func (f *fanOut) Flush(ctx context.Context) error {
-	var errs []error
+// flushIfIdle closes every target's open batch when nothing of any target
+// is queued or in flight: the read loop is held at max_unacked_events and
+// no ack can come to free room for more rows. While rows of any target are
+// in flight, their acks will (an event's rows join the open batch of every
+// target at once), and the rows read then join the open batches; the
+// linger still bounds the wait.
+func (f *fanOut) flushIfIdle(ctx context.Context) {
 	for _, s := range f.sides {
-		if err := s.batcher.Flush(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("target %s: %w", s.opts.Name, err))
+		if s.busy.Load() != 0 {
+			return
 		}
 	}
-	return errors.Join(errs...)
+	for _, s := range f.sides {
+		if err := s.batcher.Flush(ctx); err != nil && ctx.Err() == nil {
+			f.p.log.Warn("flushing a batch at the unacked bound failed", "target", s.opts.Name, "err", err)
+		}
+	}
 }
 
 // targetSummaries counts what each target did.

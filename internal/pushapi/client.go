@@ -251,14 +251,70 @@ func (c *Client) PostRows(ctx context.Context, t Target, rows []json.RawMessage)
 		rows:     len(rows),
 	}
 	if err := c.do(ctx, cl); err != nil {
-		var ae *APIError
-		if errors.As(err, &ae) && isTableRefusal(ae) {
-			return fmt.Errorf("posting %d rows to table %q of dataset %s: %w, so the batch is neither split nor dead-lettered and the pipeline stops (its events are not acknowledged and come again): delete the table's rows or point the pipeline at another table, then restart: %w", len(rows), t.Table, t.DatasetID, ErrTableRefused, err)
-		}
-		return fmt.Errorf("posting %d rows to table %q of dataset %s: %w", len(rows), t.Table, t.DatasetID, err)
+		return postError(len(rows), t, err)
 	}
 	c.metrics.accepted(t.DatasetID, t.Table, len(rows))
 	return nil
+}
+
+// postError wraps the error of a POST rows call of n rows to t; a refusal
+// of the table itself is marked ErrTableRefused.
+func postError(n int, t Target, err error) error {
+	var ae *APIError
+	if errors.As(err, &ae) && isTableRefusal(ae) {
+		return fmt.Errorf("posting %d rows to table %q of dataset %s: %w, so the batch is neither split nor dead-lettered and the pipeline stops (its events are not acknowledged and come again): delete the table's rows or point the pipeline at another table, then restart: %w", n, t.Table, t.DatasetID, ErrTableRefused, err)
+	}
+	return fmt.Errorf("posting %d rows to table %q of dataset %s: %w", n, t.Table, t.DatasetID, err)
+}
+
+// PostRowsFrom is PostRows for rows that are still gathering: it waits for
+// the dataset's quotas as PostRows does and, at the instant they admit the
+// request, calls take with the most rows they admit now (at least first),
+// then posts the rows take returns (first to room rows, each one JSON
+// object, unchanged until PostRowsFrom returns). So a request that had to
+// wait carries what arrived while it waited, instead of what was there when
+// it began to. take is called at most once, and not at all when ctx ends or
+// the request fails before it is admitted (the error says why); retries
+// send the same rows. When take returns no rows, nothing is sent and the
+// quotas are left as they were. Errors are PostRows's.
+func (c *Client) PostRowsFrom(ctx context.Context, t Target, first int, take func(room int) []json.RawMessage) error {
+	if t.DatasetID == "" || t.Table == "" {
+		return &permanentError{fmt.Errorf("posting rows: target needs dataset_id and table, got %+v", t)}
+	}
+	cl := &call{
+		op:      opPostRows,
+		method:  http.MethodPost,
+		url:     c.tableURL(t.WorkspaceID, t.DatasetID, t.Table) + "/rows",
+		dataset: t.DatasetID,
+		table:   t.Table,
+		limiter: c.limiter(t.DatasetID),
+		rows:    max(first, 1),
+		take:    take,
+	}
+	if err := c.do(ctx, cl); err != nil {
+		return postError(cl.rows, t, err)
+	}
+	if cl.rows > 0 {
+		c.metrics.accepted(t.DatasetID, t.Table, cl.rows)
+	}
+	return nil
+}
+
+// grow is the limiter's hook for a call whose rows are taken when it is
+// admitted (PostRowsFrom); nil for every other call.
+func (c *Client) grow(cl *call) func(room int) int {
+	if cl.take == nil {
+		return nil
+	}
+	return func(room int) int {
+		cl.rowsBody = cl.take(room)
+		cl.take = nil
+		cl.rows = len(cl.rowsBody)
+		if cl.rows > 0 {
+			c.metrics.batch(cl.dataset, cl.table, cl.rows)
+		}
+		return cl.rows
+	}
 }
 
 // rowsReader streams {"rows":[r1,r2,...]} from encoded rows without
@@ -343,7 +399,10 @@ type call struct {
 	dataset, table  string
 	limiter         *datasetLimiter // PostRows only
 	rows            int
-	out             any // decoded from a successful response's JSON body
+	// take gives a PostRowsFrom call its rows (rowsBody) when the limiter
+	// admits it; nil after.
+	take func(room int) []json.RawMessage
+	out  any // decoded from a successful response's JSON body
 }
 
 // outcome is the result of one attempt.
@@ -431,7 +490,10 @@ func (c *Client) attempt(ctx context.Context, cl *call) outcome {
 		return outcome{err: err, retryable: ctx.Err() == nil}
 	}
 	if cl.limiter != nil {
-		release, err := cl.limiter.acquire(ctx, c.clock, cl.table, cl.rows, c.metrics)
+		release, err := cl.limiter.acquire(ctx, c.clock, cl.table, cl.rows, c.grow(cl), c.metrics)
+		if errors.Is(err, errNothingTaken) {
+			return outcome{} // PostRowsFrom's take found nothing left to send
+		}
 		if err != nil {
 			return outcome{err: fmt.Errorf("waiting for the dataset's quota: %w", err)}
 		}

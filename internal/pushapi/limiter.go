@@ -336,7 +336,14 @@ func (d *datasetLimiter) isLarge() bool {
 // it when the rows were accepted. A batch larger than the row bucket takes
 // the whole bucket, and one larger than the row quota waits for an empty
 // window (neither may wait forever).
-func (d *datasetLimiter) acquire(ctx context.Context, clock Clock, table string, rows int, m *Metrics) (release func(), err error) {
+//
+// grow, when not nil, is called once, at the instant the request is
+// admitted, with the most rows the row quotas admit now (at least rows); it
+// returns how many the request carries (up to room), and that is what the
+// quotas count; none (every row withdrawn meanwhile) gives errNothingTaken
+// and takes nothing. A sender whose rows are still arriving thus takes them
+// when it may send, not before waiting (see Client.PostRowsFrom).
+func (d *datasetLimiter) acquire(ctx context.Context, clock Clock, table string, rows int, grow func(room int) int, m *Metrics) (release func(), err error) {
 	start := clock.Now()
 	select {
 	case d.gate <- struct{}{}:
@@ -349,6 +356,21 @@ func (d *datasetLimiter) acquire(ctx context.Context, clock Clock, table string,
 		now := clock.Now()
 		d.mu.Lock()
 		wait := d.delayLocked(now, table, rows)
+		if wait == 0 && grow != nil {
+			// Outside the lock: taking rows may settle events (withdrawn
+			// ones), whose acks run arbitrary code. The gate is held, so
+			// no other request takes tokens meanwhile; answers only free
+			// room. Then look again with the rows taken.
+			room := max(rows, d.rowsRoomLocked(now))
+			d.mu.Unlock()
+			n := grow(room)
+			grow = nil
+			if n == 0 {
+				return nil, errNothingTaken
+			}
+			rows = n
+			continue
+		}
 		if wait == 0 && d.takeLocked(now, table, rows) {
 			reqLeft := float64(d.reqWindow.limit - d.reqWindow.used(now))
 			rowsLeft := float64(d.rowsWindow.limit - d.rowsWindow.used(now))
@@ -480,6 +502,17 @@ func (d *datasetLimiter) use(now time.Time) QuotaUse {
 		Rows:     float64(d.rowsWindow.used(now)) / float64(d.rowsWindow.limit),
 		InFlight: float64(peak) / float64(d.maxInFlight),
 	}
+}
+
+// errNothingTaken is acquire's answer when grow took no rows: there is no
+// request to send.
+var errNothingTaken = errors.New("no rows left to send")
+
+// rowsRoomLocked is how many rows the row quotas admit in a request sent
+// at now: room in the window (answered and held rows) and in the bucket.
+func (d *datasetLimiter) rowsRoomLocked(now time.Time) int {
+	tokens := int(min(d.rowsBucket.TokensAt(now), float64(d.burst)))
+	return max(0, min(d.rowsWindow.limit-d.rowsWindow.used(now), tokens))
 }
 
 // tokenDelay is how long until lim holds n tokens, rounded up to the
