@@ -75,12 +75,37 @@ func yamlProblem(data []byte, err error) *Problem {
 	line := 1
 	if m := yamlAnchor.FindStringSubmatch(msg); m != nil {
 		if i := bytes.Index(data, []byte("*"+m[1])); i >= 0 {
-			line = 1 + bytes.Count(data[:i], []byte("\n"))
+			line = yamlLineAt(data, i)
 		}
 	} else if i := disallowedChar(data); i >= 0 {
-		line = 1 + bytes.Count(data[:i], []byte("\n"))
+		line = yamlLineAt(data, i)
 	}
 	return &Problem{Line: line, Msg: "invalid YAML: " + msg}
+}
+
+// yamlLineAt returns the line (1-based) of byte offset off in data,
+// counting line breaks as YAML, and so yaml.v3's node lines, do: LF, CR,
+// CRLF as one, NEL, LS and PS.
+func yamlLineAt(data []byte, off int) int {
+	line := 1
+	for i := 0; i < off && i < len(data); {
+		n := 1
+		switch {
+		case bytes.HasPrefix(data[i:], []byte("\r\n")):
+			n = 2
+		case data[i] == '\r', data[i] == '\n':
+		case bytes.HasPrefix(data[i:], []byte("\u0085")):
+			n = 2
+		case bytes.HasPrefix(data[i:], []byte("\u2028")), bytes.HasPrefix(data[i:], []byte("\u2029")):
+			n = 3
+		default:
+			i++
+			continue
+		}
+		line++
+		i += n
+	}
+	return line
 }
 
 // disallowedChar returns the offset of the first byte that is not valid

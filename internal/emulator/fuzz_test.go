@@ -98,12 +98,14 @@ func FuzzParseRows(f *testing.F) {
 		if !json.Valid(body) {
 			t.Fatalf("accepted a body that is not valid JSON: %q", body)
 		}
-		var doc map[string]json.RawMessage
+		// The service matches the key "rows" case-insensitively, as
+		// encoding/json does for a struct field.
+		var doc struct{ Rows json.RawMessage }
 		if err := json.Unmarshal(body, &doc); err != nil {
 			t.Fatalf("accepted %q, which is not an object: %v", body, err)
 		}
 		var objs []map[string]json.RawMessage
-		if err := json.Unmarshal(doc["rows"], &objs); err != nil {
+		if err := json.Unmarshal(doc.Rows, &objs); err != nil {
 			t.Fatalf("accepted %q, whose rows are not an array of objects: %v", body, err)
 		}
 		if len(objs) != len(rows) {
