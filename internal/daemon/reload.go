@@ -37,6 +37,14 @@ func (d *Daemon) Reload(ctx context.Context, cfg *config.Config) error {
 		d.log.Info("config reloaded", plan.summary()...)
 		return nil
 	}
+	if d.emu != nil && len(plan.build) > 0 {
+		// The embedded emulator holds only what the config named: create
+		// what the new config adds, before anything stops.
+		if err := d.provisionEmbedded(ctx, cfg); err != nil {
+			d.log.Error("config reload refused: the embedded emulator cannot hold the new config", "err", err)
+			return fmt.Errorf("config not reloaded: %w", err)
+		}
+	}
 
 	d.mu.Lock()
 	if d.stopped || d.runCtx.Err() != nil {
@@ -102,13 +110,6 @@ func (d *Daemon) refuse(ctx context.Context, cfg *config.Config, plan reloadPlan
 // a source unread that was read before.
 func (d *Daemon) startPlan(runCtx context.Context, cfg *config.Config, plan reloadPlan) error {
 	var errs []error
-	if d.emu != nil && len(plan.build) > 0 {
-		// The embedded emulator holds only what the config named: create
-		// what the new config adds.
-		if err := d.provisionEmbedded(runCtx, cfg); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	next := make([]*running, 0, len(cfg.Pipelines))
 	var start []*running
 	for i, pc := range cfg.Pipelines {

@@ -28,19 +28,24 @@ func twoHTTPPipelines(t *testing.T, emu *emulator.Server, ca, dir, lingerB, limi
 // httpPipeline is a pipeline named name reading HTTP on listen into table
 // of the dataset Ingest.
 func httpPipeline(dir, name, table, listen, linger, limits string) string {
+	return httpPipelineTo(dir, "Ingest", name, table, listen, linger, limits)
+}
+
+// httpPipelineTo is httpPipeline into a table of dataset.
+func httpPipelineTo(dir, dataset, name, table, listen, linger, limits string) string {
 	return fmt.Sprintf(`
   - name: %s
     source:
       type: http
       http: {listen: "%s"}
-    target: {workspace_id: %s, dataset_name: Ingest, table: %s}
+    target: {workspace_id: %s, dataset_name: %s, table: %s}
     schema:
       columns:
         - {name: Seq, type: Int64, from: seq, required: true}
     batch: {max_rows: 100, linger: %s}
     limits: %s
     dead_letter: {path: %s}
-`, name, listen, testWorkspace, table, linger, limits, filepath.Join(dir, name+".ndjson"))
+`, name, listen, testWorkspace, dataset, table, linger, limits, filepath.Join(dir, name+".ndjson"))
 }
 
 // createIngest creates the dataset Ingest with an Int64 column Seq in each
@@ -275,4 +280,64 @@ func TestReloadKeepsAPipelineThatCannotStart(t *testing.T) {
 	<-done
 	wantOnce(t, emu, id, "A", 100)
 	wantOnce(t, emu, id, "B", 100)
+}
+
+// TestReloadAddsAndRemovesPipelines, with the embedded emulator: b is
+// removed (drained, its address closed), c is added (its dataset created
+// in the emulator first), a goes on; the summary line names each. A new
+// table in an existing dataset is refused and changes nothing.
+func TestReloadAddsAndRemovesPipelines(t *testing.T) {
+	dir := t.TempDir()
+	config := func(pipelines ...string) string {
+		text := "emulator: {embedded: true}\nmetrics: {enabled: false}\npipelines:"
+		for _, p := range pipelines {
+			text += p + "    provision: {create: true}\n"
+		}
+		return text
+	}
+	a := httpPipeline(dir, "a", "A", "127.0.0.1:0", "10ms", "{}")
+	var logs lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, done := startDaemon(t, ctx, loadConfig(t, config(a, httpPipeline(dir, "b", "B", "127.0.0.1:0", "10ms", "{}"))), &logs)
+	addrA, addrB := d.HTTPSourceAddr("a"), d.HTTPSourceAddr("b")
+	post(t, addrA, 1, 50)
+	post(t, addrB, 1, 50)
+
+	// A table the dataset has not: Power BI cannot add one to a push
+	// dataset, so the reload is refused before anything stops.
+	newTable := config(a, httpPipeline(dir, "c", "C", "127.0.0.1:0", "10ms", "{}"))
+	if err := d.Reload(ctx, loadConfig(t, newTable)); err == nil || !strings.Contains(err.Error(), `has no table "C"`) {
+		t.Fatalf("Reload adding a table to a dataset = %v, want refused", err)
+	}
+	if d.HTTPSourceAddr("b") != addrB {
+		t.Fatal("a refused reload removed b")
+	}
+	if err := d.Reload(ctx, loadConfig(t, config(a, httpPipelineTo(dir, "Extra", "c", "C", "127.0.0.1:0", "10ms", "{}")))); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if d.HTTPSourceAddr("b") != "" {
+		t.Fatal("b is still listed after its removal")
+	}
+	if conn, err := net.Dial("tcp", addrB); err == nil {
+		conn.Close()
+		t.Fatalf("b's address %s still accepts connections after its removal", addrB)
+	}
+	post(t, addrA, 51, 50)
+	post(t, d.HTTPSourceAddr("c"), 1, 50)
+	lines := logLines(t, logs.String(), "config reloaded")
+	if len(lines) != 1 || lines[0]["changed"] != "[]" || lines[0]["added"] != "[c]" || lines[0]["removed"] != "[b]" || lines[0]["unchanged"] != "[a]" {
+		t.Fatalf("reload summary lines = %v", lines)
+	}
+
+	cancel()
+	res := <-done
+	landed := map[string]int{}
+	for _, l := range res.Landed {
+		landed[l.Table] = l.Rows
+		wantOnce(t, d.Emulator(), l.DatasetID, l.Table, int64(l.Rows))
+	}
+	if landed["A"] != 100 || landed["B"] != 50 || landed["C"] != 50 {
+		t.Fatalf("landed %v, want A 100, B 50, C 50", landed)
+	}
 }
