@@ -179,3 +179,49 @@ func waitLandedAtLeast(t testing.TB, emu interface{ RowCount(string, string) int
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestKafkaReloadAddsAnEventstreamTarget: a migration step applied by
+// SIGHUP. A Kafka pipeline writing to Power BI gets a Fabric eventstream
+// target on reload: the pipeline drains and commits, the new one (with
+// both targets) rejoins the group where the old one stopped, so Power BI
+// holds every event once and the eventstream exactly those read after the
+// reload, once each.
+func TestKafkaReloadAddsAnEventstreamTarget(t *testing.T) {
+	t.Parallel()
+	const n = 10_000
+	c := newCluster(t)
+	es := newEventstream(t)
+	emu, ca, id := testEmulator(t, noQuotas)
+	s := setup{emu: emu, ca: ca, dir: t.TempDir()}
+	events := telemetry(t, n)
+	// Commits only as a source closes (the interval is longer than the
+	// test), so the drain's commit alone says where the new source starts.
+	opts := pipelineOptions{
+		source: kafkaSource(c, "e2e-reload-fanout", time.Minute),
+		batch:  "{max_rows: 2000, linger: 50ms}", limits: raisedLimits, schema: plainSchema,
+	}
+	cfg := filepath.Join(s.dir, "fanout.yaml")
+	writeFile(t, cfg, s.config("fanout", opts))
+	produce(t, c, events[:n/2], 1)
+	p := startPushd(t, "fanout", cfg)
+	waitLanded(t, emu, id, n/2, 2*time.Minute)
+
+	writeFile(t, cfg, s.config("fanout", opts)+eventstreamTarget(t, es, s.dir, ""))
+	reloaded := p.hangup(t, "config reloaded", 1)
+	if reloaded[0]["changed"] != "[telemetry]" {
+		t.Fatalf("reload summary = %v, want telemetry changed", reloaded[0])
+	}
+	produce(t, c, events[n/2:], n/2+1)
+	waitLanded(t, emu, id, n, 2*time.Minute)
+	waitMessages(t, es, n/2, 2*time.Minute, p)
+	if code, _ := p.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("pushd exited %d after SIGTERM, want 0", code)
+	}
+	counts := seqCounts(t, emu, id)
+	if dups, strays := duplicates(counts, n); dups != 0 || strays != 0 || len(counts) != n {
+		t.Fatalf("power bi: %d distinct events, %d duplicates, %d strays; want %d exactly once", len(counts), dups, strays, n)
+	}
+	// Every event after the reload has exactly one message, and no other
+	// event has any (checkMessages fails on a row it does not expect).
+	checkMessages(t, es, expectedRows(t, cfg, events[n/2:]), true)
+}
