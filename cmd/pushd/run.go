@@ -199,10 +199,10 @@ const (
 	memoryBase     = 16 << 20
 	memoryPerEvent = 2 << 10
 	// memoryPerProduceByte: a fabric_eventstream target holds up to
-	// max_in_flight batches of batch.max_bytes three times over while it
-	// sends them (the rows as kafka-go messages, kafka-go's batch, the
-	// encoded and compressed request).
-	memoryPerProduceByte = 3
+	// max_in_flight produce requests of batch.max_bytes encoded (kafka-go
+	// encodes each into its pooled pages); the rows themselves are the
+	// events' and counted with them.
+	memoryPerProduceByte = 1
 )
 
 // memoryLimit sets Go's soft memory limit from the config's bounds unless

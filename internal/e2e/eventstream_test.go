@@ -418,6 +418,9 @@ func TestFanOutThrottledPowerBIThenSIGKILL(t *testing.T) {
 // PUSHD_MEASURE_EVENTS=N changes the count of events. The target has its
 // defaults (no key, no compression, batches of 1,000 rows);
 // PUSHD_MEASURE_KEYED=1 measures DeviceId keys and gzip instead.
+// PUSHD_MEASURE_CPUPROFILE=FILE runs the pipeline in-process under the CPU
+// profiler, as for TestMeasureKafkaThroughput (the profile then includes
+// the in-process brokers: look at pushd's packages and kafka-go).
 func TestMeasureKafkaToEventstream(t *testing.T) {
 	if os.Getenv("PUSHD_MEASURE") == "" {
 		t.Skip("a measurement, not a check: set PUSHD_MEASURE=1 to run it")
@@ -437,6 +440,17 @@ func TestMeasureKafkaToEventstream(t *testing.T) {
 		settings = keyedGzip
 	}
 	cfg := eventstreamOnlyConfig(t, dir, kafkaSource(c, "e2e-measure-fabric", time.Second), eventstreamTargetWith(t, es, dir, "", settings), 5000)
+	if path := os.Getenv("PUSHD_MEASURE_CPUPROFILE"); path != "" {
+		text, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		profileInProcess(t, string(text), path, func() int64 {
+			got, _ := es.Count(context.Background())
+			return got
+		}, n)
+		return
+	}
 	timeBin, err := exec.LookPath("/usr/bin/time")
 	if err != nil {
 		t.Fatal("/usr/bin/time is missing: apt-get install -y time")

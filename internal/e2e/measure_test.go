@@ -69,7 +69,9 @@ func TestMeasureKafkaThroughput(t *testing.T) {
 	}
 
 	if path := os.Getenv("PUSHD_MEASURE_CPUPROFILE"); path != "" {
-		profileInProcess(t, s.config("measure", opts), emu, id, n, path)
+		profileInProcess(t, s.config("measure", opts), path, func() int64 {
+			return emu.Stats().Datasets[id].RowsAccepted
+		}, n)
 		return
 	}
 
@@ -141,8 +143,9 @@ func TestMeasureKafkaThroughput(t *testing.T) {
 }
 
 // profileInProcess runs the config with daemon.Run in this process under
-// the CPU profiler until n rows are accepted.
-func profileInProcess(t *testing.T, text string, emu *emulator.Server, datasetID string, n int, path string) {
+// the CPU profiler until delivered (rows accepted by the target) reaches n.
+// PUSHD_MEASURE_HEAPPROFILE=FILE adds a heap profile taken half way.
+func profileInProcess(t *testing.T, text, path string, delivered func() int64, n int) {
 	cfg, err := config.Parse([]byte(text), "measure.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -164,20 +167,23 @@ func profileInProcess(t *testing.T, text string, emu *emulator.Server, datasetID
 		done <- err
 	}()
 	heapWritten := false
-	for emu.Stats().Datasets[datasetID].RowsAccepted < int64(n) {
+	for delivered() < int64(n) {
 		select {
 		case err := <-done:
 			t.Fatalf("daemon.Run ended early: %v", err)
 		case <-time.After(20 * time.Millisecond):
 		}
-		if hp := os.Getenv("PUSHD_MEASURE_HEAPPROFILE"); hp != "" && !heapWritten && emu.Stats().Datasets[datasetID].RowsAccepted >= int64(n/2) {
-			hf, _ := os.Create(hp)
+		if hp := os.Getenv("PUSHD_MEASURE_HEAPPROFILE"); hp != "" && !heapWritten && delivered() >= int64(n/2) {
+			hf, err := os.Create(hp)
+			if err != nil {
+				t.Fatal(err)
+			}
 			_ = pprof.Lookup("heap").WriteTo(hf, 0)
 			hf.Close()
 			heapWritten = true
 		}
 	}
-	t.Logf("%d rows accepted after %v; CPU profile in %s", n, time.Since(start).Round(time.Millisecond), path)
+	t.Logf("%d rows delivered after %v; CPU profile in %s", n, time.Since(start).Round(time.Millisecond), path)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

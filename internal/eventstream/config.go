@@ -1,8 +1,10 @@
 // Package eventstream is pushd's second target: a Microsoft Fabric
 // eventstream's custom endpoint, which speaks the Kafka protocol (the
 // endpoint is an Event Hubs entity). Each mapped row is produced as one JSON
-// message with kafka-go's Writer, acknowledged by the broker (RequiredAcks:
-// all) before the events it came from are acked to their source.
+// message, a batch at a time with kafka-go's Client (one produce request per
+// partition, its records read straight from the rows), acknowledged by the
+// broker (RequiredAcks: all) before the events it came from are acked to
+// their source.
 //
 // Authentication is SAS-key only: SASL PLAIN over TLS, with the user
 // "$ConnectionString" and the endpoint's connection string as the password.

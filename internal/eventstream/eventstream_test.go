@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -341,4 +342,137 @@ func TestRetriesAndRowOutcomes(t *testing.T) {
 			t.Fatalf("Send = %v, want context.Canceled", err)
 		}
 	})
+}
+
+// produceRequest is what TestProduceRequests sees of one produce request.
+type produceRequest struct {
+	acks       int16
+	partitions []int32 // partition of each record batch
+	records    []int32 // records in each
+	codec      []int16 // compression codec of each (attributes & 7)
+}
+
+// recordProduces records every produce request the endpoint receives and
+// lets it handle them.
+func recordProduces(t *testing.T, c *kfake.Cluster) func() []produceRequest {
+	var mu sync.Mutex
+	var seen []produceRequest
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		pr := req.(*kmsg.ProduceRequest)
+		r := produceRequest{acks: pr.Acks}
+		for _, tp := range pr.Topics {
+			for _, p := range tp.Partitions {
+				var rb kmsg.RecordBatch
+				if err := rb.ReadFrom(p.Records); err != nil {
+					t.Errorf("partition %d: not a record batch: %v", p.Partition, err)
+				}
+				r.partitions = append(r.partitions, p.Partition)
+				r.records = append(r.records, rb.NumRecords)
+				r.codec = append(r.codec, rb.Attributes&7)
+			}
+		}
+		mu.Lock()
+		seen = append(seen, r)
+		mu.Unlock()
+		return nil, nil, false
+	})
+	return func() []produceRequest {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]produceRequest(nil), seen...)
+	}
+}
+
+// TestProduceRequests checks what reaches the endpoint: acks from all
+// replicas, the configured codec, an unkeyed batch whole in one partition
+// (the next batch in the next partition), a keyed one split by partition.
+func TestProduceRequests(t *testing.T) {
+	e := start(t, 3)
+	cfg := e.Config()
+	cfg.Compression = eventstream.CompressionGzip
+	tg := newTarget(t, cfg, nil)
+	seen := recordProduces(t, e.Cluster)
+	for range 2 {
+		if err := tg.Send(t.Context(), rows(50)); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	got := seen()
+	if len(got) != 2 {
+		t.Fatalf("%d produce requests for 2 unkeyed batches, want 2: %+v", len(got), got)
+	}
+	for i, r := range got {
+		if r.acks != -1 || len(r.records) != 1 || r.records[0] != 50 || r.codec[0] != 1 {
+			t.Errorf("request %d = %+v, want acks -1 (all) and one gzip batch (codec 1) of 50 records", i, r)
+		}
+	}
+	if got[0].partitions[0] == got[1].partitions[0] {
+		t.Errorf("both batches in partition %d, want one partition after the other", got[0].partitions[0])
+	}
+
+	cfg.KeyColumn, cfg.Compression = "device", eventstream.CompressionNone
+	keyed := newTarget(t, cfg, nil)
+	if err := keyed.Send(t.Context(), rows(70)); err != nil {
+		t.Fatalf("keyed Send: %v", err)
+	}
+	total, parts := int32(0), map[int32]bool{}
+	for _, r := range seen()[2:] {
+		for i, p := range r.partitions {
+			if parts[p] || r.codec[i] != 0 || r.acks != -1 {
+				t.Errorf("request %+v: a second batch for partition %d, or compressed, or acks not all", r, p)
+			}
+			parts[p] = true
+			total += r.records[i]
+		}
+	}
+	if total != 70 || len(parts) < 2 {
+		t.Errorf("keyed batch: %d records in partitions %v, want 70 over several (7 devices)", total, parts)
+	}
+}
+
+// TestRecordErrors: the endpoint drops a batch for one record it names
+// (produce v8 record errors); that row goes to the dead letter and the
+// others of the batch are produced again.
+func TestRecordErrors(t *testing.T) {
+	e := start(t, 1)
+	tg := newTarget(t, e.Config(), nil)
+	var calls atomic.Int32
+	e.Cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if calls.Add(1) > 1 {
+			return nil, nil, false
+		}
+		pr := req.(*kmsg.ProduceRequest)
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic = pr.Topics[0].Topic
+		sp := kmsg.NewProduceResponseTopicPartition()
+		sp.Partition = pr.Topics[0].Partitions[0].Partition
+		sp.ErrorCode = kerr.InvalidRecord.Code
+		bad := kmsg.NewProduceResponseTopicPartitionErrorRecord()
+		bad.RelativeOffset = 2
+		msg := "record 2 is not valid"
+		bad.ErrorMessage = &msg
+		sp.ErrorRecords = append(sp.ErrorRecords, bad)
+		st.Partitions = append(st.Partitions, sp)
+		resp.Topics = append(resp.Topics, st)
+		return resp, nil, true
+	})
+	err := tg.Send(t.Context(), rows(5))
+	var re eventstream.RowErrors
+	if !errors.As(err, &re) {
+		t.Fatalf("Send = %v, want RowErrors", err)
+	}
+	for i := range 5 {
+		rowErr := re.RowError(i)
+		if i == 2 && (!errors.Is(rowErr, eventstream.ErrRejected) || !strings.Contains(rowErr.Error(), "record 2 is not valid")) {
+			t.Errorf("row 2: %v, want ErrRejected with the endpoint's reason", rowErr)
+		}
+		if i != 2 && rowErr != nil {
+			t.Errorf("row %d: %v, want produced on the retry", i, rowErr)
+		}
+	}
+	if n, _ := e.Count(t.Context()); n != 4 {
+		t.Errorf("%d messages, want the 4 others", n)
+	}
 }

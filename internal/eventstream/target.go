@@ -1,14 +1,17 @@
 package eventstream
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,19 +74,30 @@ type Options struct {
 
 // Target produces rows to one eventstream. Make it with New; its methods
 // are safe for concurrent use. It starts no goroutine of its own beyond
-// kafka-go's writer.
+// kafka-go's transport (its connections and metadata refresh), and one per
+// partition while a keyed batch is produced.
+//
+// It produces with kafka-go's Client and Transport rather than its Writer:
+// the Writer copies every row into a kafka.Message, looks the topic's
+// metadata up for every message, allocates each partition batch at its
+// full BatchSize and runs a goroutine and a timer per batch, which made the
+// eventstream path cost twice the CPU of the Power BI path per event. Send
+// already holds a whole batch, so it makes one produce request per
+// partition whose records are read straight from the rows.
 type Target struct {
-	cfg    Config
-	name   string
-	log    *slog.Logger
-	m      targetMetrics
-	w      *kafka.Writer
-	dialer *kafka.Dialer
-	sleep  func(ctx context.Context, d time.Duration) error
-	batch  atomic.Uint64 // numbers the batches, for the partition choice
+	cfg         Config
+	name        string
+	log         *slog.Logger
+	m           targetMetrics
+	client      *kafka.Client
+	transport   *kafka.Transport
+	compression kafka.Compression
+	dialer      *kafka.Dialer
+	sleep       func(ctx context.Context, d time.Duration) error
+	batch       atomic.Uint64 // numbers the batches, for the partition choice
 }
 
-// New builds the writer for cfg (with defaults from the connection string
+// New builds the client for cfg (with defaults from the connection string
 // applied). It does not connect: call Check to connect, authenticate and
 // see the topic.
 func New(cfg Config, opts Options) (*Target, error) {
@@ -103,30 +117,15 @@ func New(cfg Config, opts Options) (*Target, error) {
 		opts.Sleep = sleep
 	}
 	t := &Target{
-		cfg:   cfg,
-		name:  opts.Name,
-		log:   opts.Logger.With("target", opts.Name),
-		m:     opts.Metrics.target(opts.Name),
-		sleep: opts.Sleep,
+		cfg:         cfg,
+		name:        opts.Name,
+		log:         opts.Logger.With("target", opts.Name),
+		m:           opts.Metrics.target(opts.Name),
+		sleep:       opts.Sleep,
+		compression: codec(cfg.Compression),
 		dialer: &kafka.Dialer{ClientID: cfg.ClientID, Timeout: cfg.Timeout, DualStack: true,
 			TLS: tlsConf, SASLMechanism: mech},
-	}
-	t.w = &kafka.Writer{
-		Addr:  kafka.TCP(cfg.BootstrapServer),
-		Topic: cfg.Topic,
-		// One partition per batch (or per key): kafka-go's partition
-		// writers then send each batch whole instead of a message to each
-		// partition.
-		Balancer:     kafka.BalancerFunc(t.balance),
-		MaxAttempts:  1, // Send retries, with pushd's backoff and metrics
-		BatchSize:    cfg.Batch.MaxRows,
-		BatchBytes:   LimitBatchBytes,
-		BatchTimeout: time.Millisecond, // Send hands over whole batches: do not wait for more
-		WriteTimeout: cfg.Timeout,
-		ReadTimeout:  cfg.Timeout,
-		RequiredAcks: kafka.RequireAll,
-		Compression:  codec(cfg.Compression),
-		Transport: &kafka.Transport{
+		transport: &kafka.Transport{
 			ClientID:    cfg.ClientID,
 			DialTimeout: cfg.Timeout,
 			TLS:         tlsConf,
@@ -134,6 +133,7 @@ func New(cfg Config, opts Options) (*Target, error) {
 			IdleTimeout: 4 * time.Minute, // Event Hubs closes idle connections at 240s
 		},
 	}
+	t.client = &kafka.Client{Addr: kafka.TCP(cfg.BootstrapServer), Transport: t.transport, Timeout: cfg.Timeout}
 	return t, nil
 }
 
@@ -158,22 +158,23 @@ func (t *Target) Config() Config { return t.cfg }
 // Name returns the target's name.
 func (t *Target) Name() string { return t.name }
 
-// balance sends a keyed message by its key's hash and an unkeyed one to the
-// partition of its batch (WriterData holds the batch number).
-func (t *Target) balance(msg kafka.Message, partitions ...int) int {
-	if len(msg.Key) > 0 {
-		var h uint32 = 2166136261 // FNV-1a
-		for _, c := range msg.Key {
-			h = (h ^ uint32(c)) * 16777619
-		}
-		return partitions[h%uint32(len(partitions))]
+// partitionOf returns the partition of a keyed row: its key's FNV-1a hash
+// modulo the topic's partitions (rows with the same key stay in order in
+// one partition).
+func partitionOf(key []byte, partitions int) int {
+	var h uint32 = 2166136261
+	for _, c := range key {
+		h = (h ^ uint32(c)) * 16777619
 	}
-	n, _ := msg.WriterData.(uint64)
-	return partitions[n%uint64(len(partitions))]
+	return int(h % uint32(partitions))
 }
 
-// Close flushes and closes the writer.
-func (t *Target) Close() error { return t.w.Close() }
+// Close closes the connections to the endpoint. Send returns only once its
+// rows are acknowledged, so there is nothing to flush.
+func (t *Target) Close() error {
+	t.transport.CloseIdleConnections()
+	return nil
+}
 
 // Check connects to the bootstrap server, authenticates and reads the
 // endpoint's topics; it fails unless the topic is among them. It returns
@@ -241,32 +242,15 @@ func explain(err error) error {
 func (t *Target) Send(ctx context.Context, rows []json.RawMessage) error {
 	start := time.Now()
 	errs := make([]error, len(rows))
-	msgs := make([]kafka.Message, 0, len(rows))
-	idx := make([]int, 0, len(rows)) // msgs[j] is rows[idx[j]]
-	batch := t.batch.Add(1)
-	for i, r := range rows {
-		key, err := t.key(r)
-		if err == nil && len(key)+len(r) > t.cfg.MaxMessageBytes {
-			err = fmt.Errorf("%w: %d bytes of key and value, over max_message_bytes %d", ErrMessageTooLarge, len(key)+len(r), t.cfg.MaxMessageBytes)
-		}
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		msgs = append(msgs, kafka.Message{Key: key, Value: r, WriterData: batch})
-		idx = append(idx, i)
-	}
-	for attempt := 1; len(msgs) > 0; attempt++ {
-		last := t.attempt(ctx, msgs, idx, errs)
-		msgs, idx = pending(msgs, idx, errs)
-		if len(msgs) == 0 {
-			break
-		}
-		if ctx.Err() != nil {
+	b := t.outgoing(rows, errs)
+	for attempt := 1; len(b.idx) > 0; attempt++ {
+		last := t.attempt(ctx, b, errs)
+		b.idx = pending(b.idx, errs)
+		if len(b.idx) == 0 || ctx.Err() != nil {
 			break
 		}
 		if err := t.diagnose(ctx, last); err != nil {
-			for _, i := range idx {
+			for _, i := range b.idx {
 				errs[i] = err
 			}
 			break
@@ -274,7 +258,7 @@ func (t *Target) Send(ctx context.Context, rows []json.RawMessage) error {
 		delay := t.backoff(attempt)
 		if r := t.cfg.Retry; r.MaxElapsed > 0 && time.Since(start)+delay > r.MaxElapsed {
 			wrapped := fmt.Errorf("%w: %d attempts in %s: %w", ErrRetriesExhausted, attempt, time.Since(start).Round(time.Millisecond), last)
-			for _, i := range idx {
+			for _, i := range b.idx {
 				errs[i] = wrapped
 			}
 			break
@@ -283,7 +267,7 @@ func (t *Target) Send(ctx context.Context, rows []json.RawMessage) error {
 		if throttled(last) {
 			t.m.throttled.Inc()
 		}
-		t.log.Warn("produce failed; retrying", "topic", t.cfg.Topic, "rows", len(msgs), "attempt", attempt, "wait", delay, "err", last)
+		t.log.Warn("produce failed; retrying", "topic", t.cfg.Topic, "rows", len(b.idx), "attempt", attempt, "wait", delay, "err", last)
 		if err := t.sleep(ctx, delay); err != nil {
 			break
 		}
@@ -291,45 +275,220 @@ func (t *Target) Send(ctx context.Context, rows []json.RawMessage) error {
 	return t.outcome(ctx, errs)
 }
 
-// attempt writes msgs once and records each message's error in errs:
-// permanent errors as they are, transient ones wrapped so that pending
-// keeps the message. It returns the first error seen.
-func (t *Target) attempt(ctx context.Context, msgs []kafka.Message, idx []int, errs []error) error {
-	actx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
-	began := time.Now()
-	err := t.w.WriteMessages(actx, msgs...)
-	cancel()
-	t.m.duration.Observe(time.Since(began).Seconds())
-	if err == nil {
-		n := 0
-		for j, i := range idx {
-			errs[i] = nil
-			n += len(msgs[j].Value)
-		}
-		t.m.accepted.Add(float64(len(msgs)))
-		t.m.bytes.Add(float64(n))
-		return nil
-	}
-	var we kafka.WriteErrors
-	if errors.As(err, &we) && len(we) == len(msgs) {
-		var first error
-		for j, i := range idx {
-			errs[i] = classify(we[j])
-			if we[j] == nil {
-				t.m.accepted.Inc()
-				t.m.bytes.Add(float64(len(msgs[j].Value)))
-			} else if first == nil {
-				first = errs[i]
-			}
-		}
-		return first
-	}
-	err = classify(err)
-	for _, i := range idx {
-		errs[i] = err
-	}
-	return err
+// outgoing is one Send's batch: its rows, their keys and the rows still to
+// produce.
+type outgoing struct {
+	rows []json.RawMessage
+	keys [][]byte // keys[i] is rows[i]'s key (nil: none); nil without key_column
+	idx  []int    // the rows still to produce, in order
+	n    uint64   // the batch's number: the partition of its unkeyed rows
 }
+
+// outgoing takes the keys of rows and sets the error of each row that
+// cannot be produced (a bad key, over max_message_bytes).
+func (t *Target) outgoing(rows []json.RawMessage, errs []error) *outgoing {
+	b := &outgoing{rows: rows, idx: make([]int, 0, len(rows)), n: t.batch.Add(1)}
+	if t.cfg.KeyColumn != "" {
+		b.keys = make([][]byte, len(rows))
+	}
+	for i, r := range rows {
+		var key []byte
+		var err error
+		if b.keys != nil {
+			key, err = t.key(r)
+			b.keys[i] = key
+		}
+		if err == nil && len(key)+len(r) > t.cfg.MaxMessageBytes {
+			err = fmt.Errorf("%w: %d bytes of key and value, over max_message_bytes %d", ErrMessageTooLarge, len(key)+len(r), t.cfg.MaxMessageBytes)
+		}
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		b.idx = append(b.idx, i)
+	}
+	return b
+}
+
+// attempt produces the rows of b.idx once and records each row's error in
+// errs: permanent errors as they are, transient ones wrapped so that
+// pending keeps the row. It returns the first error seen.
+func (t *Target) attempt(ctx context.Context, b *outgoing, errs []error) error {
+	actx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
+	defer cancel()
+	began := time.Now()
+	parts, err := t.assign(actx, b)
+	switch {
+	case err != nil:
+		err = classify(err)
+		for _, i := range b.idx {
+			errs[i] = err
+		}
+	case len(parts) == 1:
+		t.produce(actx, b.records(parts[0]), errs)
+	default:
+		var wg sync.WaitGroup
+		for _, p := range parts {
+			wg.Go(func() { t.produce(actx, b.records(p), errs) })
+		}
+		wg.Wait()
+	}
+	t.m.duration.Observe(time.Since(began).Seconds())
+	var first error
+	accepted, size := 0, 0
+	for _, i := range b.idx {
+		if errs[i] == nil {
+			accepted++
+			size += len(b.rows[i])
+		} else if first == nil {
+			first = errs[i]
+		}
+	}
+	t.m.accepted.Add(float64(accepted))
+	t.m.bytes.Add(float64(size))
+	return first
+}
+
+// partitionRows are the rows of a batch bound for one partition.
+type partitionRows struct {
+	partition int
+	idx       []int
+}
+
+// assign splits the rows of b.idx by partition: unkeyed rows all go to the
+// partition of the batch (so a batch is one produce request), keyed rows to
+// the partition of their key.
+func (t *Target) assign(ctx context.Context, b *outgoing) ([]partitionRows, error) {
+	n, err := t.partitions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	own := int(b.n % uint64(n))
+	if b.keys == nil {
+		return []partitionRows{{own, b.idx}}, nil
+	}
+	// Counting sort by partition, keeping the rows' order within each.
+	of := make([]int, len(b.idx))
+	count := make([]int, n+1)
+	for j, i := range b.idx {
+		of[j] = own
+		if len(b.keys[i]) > 0 {
+			of[j] = partitionOf(b.keys[i], n)
+		}
+		count[of[j]+1]++
+	}
+	for p := 1; p <= n; p++ {
+		count[p] += count[p-1]
+	}
+	sorted := make([]int, len(b.idx))
+	var parts []partitionRows
+	for p := range n {
+		if count[p+1] > count[p] {
+			parts = append(parts, partitionRows{p, sorted[count[p]:count[p+1]]})
+		}
+	}
+	for j, i := range b.idx {
+		sorted[count[of[j]]] = i
+		count[of[j]]++
+	}
+	return parts, nil
+}
+
+// partitions returns the topic's number of partitions, from the metadata
+// kafka-go's transport caches (and refreshes every few seconds).
+func (t *Target) partitions(ctx context.Context) (int, error) {
+	md, err := t.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{t.cfg.Topic}})
+	if err != nil {
+		return 0, err
+	}
+	for _, tp := range md.Topics {
+		if tp.Name != t.cfg.Topic {
+			continue
+		}
+		if tp.Error != nil {
+			return 0, tp.Error
+		}
+		if len(tp.Partitions) > 0 {
+			return len(tp.Partitions), nil
+		}
+	}
+	return 0, kafka.UnknownTopicOrPartition
+}
+
+// produce sends the records in one produce request and records the outcome
+// of each of their rows in errs.
+func (t *Target) produce(ctx context.Context, r *records, errs []error) {
+	res, err := t.client.Produce(ctx, &kafka.ProduceRequest{
+		Topic:        t.cfg.Topic,
+		Partition:    r.partition,
+		RequiredAcks: kafka.RequireAll,
+		Compression:  t.compression,
+		Records:      r,
+	})
+	if err == nil {
+		err = res.Error
+	}
+	if err == nil {
+		for _, i := range r.idx {
+			errs[i] = nil
+		}
+		return
+	}
+	all := classify(err)
+	var named map[int]error // the records the endpoint blames (produce v8)
+	if res != nil {
+		named = res.RecordErrors
+	}
+	for j, i := range r.idx {
+		switch rec, ok := named[j]; {
+		case ok:
+			errs[i] = classify(fmt.Errorf("%w: message %d of the batch: %v", err, j, rec))
+		case len(named) > 0:
+			// Dropped with the records the endpoint named: not its fault.
+			errs[i] = &transient{fmt.Errorf("dropped with other messages of its batch: %w", err)}
+		default:
+			errs[i] = all
+		}
+	}
+}
+
+// records reads rows as the records of one produce request: kafka-go
+// encodes each row straight into the request, without a copy in between.
+type records struct {
+	rows       []json.RawMessage
+	keys       [][]byte
+	partition  int
+	idx        []int
+	next       int
+	rec        kafka.Record
+	key, value bytesReader
+}
+
+func (b *outgoing) records(p partitionRows) *records {
+	return &records{rows: b.rows, keys: b.keys, partition: p.partition, idx: p.idx}
+}
+
+// ReadRecord returns the next row as a record; the record is valid until
+// the next call (kafka.RecordReader's contract).
+func (r *records) ReadRecord() (*kafka.Record, error) {
+	if r.next >= len(r.idx) {
+		return nil, io.EOF
+	}
+	i := r.idx[r.next]
+	r.next++
+	r.value.Reset(r.rows[i])
+	r.rec = kafka.Record{Value: &r.value}
+	if r.keys != nil && r.keys[i] != nil {
+		r.key.Reset(r.keys[i])
+		r.rec.Key = &r.key
+	}
+	return &r.rec, nil
+}
+
+// bytesReader is a kafka.Bytes over a slice it does not own.
+type bytesReader struct{ bytes.Reader }
+
+func (*bytesReader) Close() error { return nil }
 
 // diagnose returns ErrRefused when the target itself refuses pushd: last
 // says so, or last is a connection failure (kafka-go's writer reports a
@@ -399,17 +558,17 @@ func throttled(err error) bool {
 	return errors.As(err, &ke) && (ke == kafka.ThrottlingQuotaExceeded || ke == kafka.RequestTimedOut)
 }
 
-// pending returns the messages whose last error is transient, in place.
-func pending(msgs []kafka.Message, idx []int, errs []error) ([]kafka.Message, []int) {
+// pending returns the rows of idx whose last error is transient, in place.
+func pending(idx []int, errs []error) []int {
 	k := 0
 	var tr *transient
-	for j, i := range idx {
+	for _, i := range idx {
 		if errors.As(errs[i], &tr) && errs[i] == error(tr) {
-			msgs[k], idx[k] = msgs[j], i
+			idx[k] = i
 			k++
 		}
 	}
-	return msgs[:k], idx[:k]
+	return idx[:k]
 }
 
 // outcome unwraps transient errors (the rows were not produced; ctx ended
@@ -469,6 +628,9 @@ func (t *Target) key(row json.RawMessage) ([]byte, error) {
 		return nil, err
 	}
 	if raw[0] == '"' {
+		if !bytes.ContainsRune(raw, '\\') {
+			return raw[1 : len(raw)-1], nil // no escapes: the text as it is in the row
+		}
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return nil, fmt.Errorf("%w: key column %s: %w", ErrRejected, t.cfg.KeyColumn, err)
