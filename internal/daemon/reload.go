@@ -16,7 +16,8 @@ import (
 // SIGHUP). Only the pipelines section can change in place: a change
 // anywhere else, to a stdin pipeline (its input is consumed) or to the
 // limits of a dataset pushd writes to (its limiter keeps the quota
-// windows) refuses the whole reload and changes nothing. Otherwise the
+// windows), or, with the embedded emulator, a table it cannot create,
+// refuses the whole reload and changes nothing. Otherwise the
 // pipelines that changed or were removed are drained (sent, acked,
 // committed, closed) and then the changed and added ones start; the
 // unchanged ones keep running untouched. A summary line at info says what
@@ -73,6 +74,11 @@ func (d *Daemon) Reload(ctx context.Context, cfg *config.Config) error {
 	}
 	for _, r := range plan.drain {
 		<-r.done
+	}
+	if runCtx.Err() != nil {
+		// A signal came during the drain: pushd stops, nothing starts.
+		d.log.Warn("config reload cut short: pushd is stopping; the drained pipelines are not started again")
+		return errors.New("config not fully reloaded: pushd is stopping")
 	}
 	err := d.startPlan(runCtx, cfg, plan)
 	d.log.Info("config reloaded", plan.summary()...)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/emulator"
@@ -339,5 +340,68 @@ func TestReloadAddsAndRemovesPipelines(t *testing.T) {
 	}
 	if landed["A"] != 100 || landed["B"] != 50 || landed["C"] != 50 {
 		t.Fatalf("landed %v, want A 100, B 50, C 50", landed)
+	}
+}
+
+// TestReloadCutShortBySignal: a signal while the reload drains b (its
+// rows held by a throttled dataset) stops pushd: b is not started again,
+// no summary line claims a reload, and b's event still lands.
+func TestReloadCutShortBySignal(t *testing.T) {
+	emu, ca := testEmulator(t, nil)
+	id := createIngest(t, emu, "A", "B")
+	dir := t.TempDir()
+	var logs lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, done := startDaemon(t, ctx, loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "10ms", "{}")), &logs)
+	emu.SetFaults(emulator.Faults{ThrottleFor: 3 * time.Second})
+	posted := make(chan struct{})
+	go func() {
+		defer close(posted)
+		resp, err := http.Post("http://"+d.HTTPSourceAddr("b")+"/v1/events", "application/x-ndjson", strings.NewReader(`{"seq":1}`+"\n"))
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	b := d.list()[1]
+	waitFor(t, "b to read the event", func() bool { return b.p.Stats().EventsRead == 1 })
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- d.Reload(ctx, loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "30ms", "{}"))) }()
+	waitFor(t, "the reload to drain b", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.reloading
+	})
+	cancel()
+	if err := <-reloaded; err == nil || !strings.Contains(err.Error(), "pushd is stopping") {
+		t.Fatalf("Reload = %v, want cut short", err)
+	}
+	res := <-done
+	<-posted
+	var names []string
+	for _, p := range res.Pipelines {
+		names = append(names, p.Name)
+	}
+	if got := strings.Join(names, " "); got != "a b" {
+		t.Fatalf("pipelines run: %s, want a b (b not started again)", got)
+	}
+	if l := logLines(t, logs.String(), "config reloaded"); len(l) != 0 {
+		t.Fatalf("a reload cut short logged %v", l)
+	}
+	if l := logLines(t, logs.String(), "config reload cut short: pushd is stopping; the drained pipelines are not started again"); len(l) != 1 {
+		t.Fatalf("cut-short lines = %v, want one", l)
+	}
+	wantOnce(t, emu, id, "B", 1)
+}
+
+// waitFor polls cond until it holds (what names it, for the failure).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
