@@ -201,7 +201,7 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 	dialer := &kafka.Dialer{
 		ClientID:      cfg.ClientID,
 		Timeout:       10 * time.Second,
-		DualStack:     true,
+		DialFunc:      slackDialer(10 * time.Second),
 		TLS:           tlsConfig,
 		SASLMechanism: mechanism,
 	}
