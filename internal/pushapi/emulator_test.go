@@ -435,7 +435,7 @@ func TestEmulatorStaticToken(t *testing.T) {
 
 // TestEmulatorScaledQuota: with the emulator's quota scaled down to 10
 // requests per 2s, a run over several windows gets no 429 and uses at
-// least 90% of the allowed requests. (Real time: about 6s.)
+// least 75% of the allowed requests. (Real time: about 6s.)
 func TestEmulatorScaledQuota(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs 6s of real time")
@@ -467,8 +467,13 @@ func TestEmulatorScaledQuota(t *testing.T) {
 		t.Errorf("429 answers = %d, want 0", st.Throttled)
 	}
 	allowed := 10 * run.Seconds() / 2
-	if float64(st.PostRows) < 0.9*allowed {
-		t.Errorf("accepted %d requests of %.0f allowed, want >= 90%%", st.PostRows, allowed)
+	// Each request holds its place in the window from its send until one
+	// window after its answer, so slow answers (a loaded test machine under
+	// -race) leave part of the quota unused: 83% was seen at a load average
+	// of 25 on 2 cores. The exact figure, 100% on a quiet machine, is
+	// TestMeasureQuotaUse's.
+	if float64(st.PostRows) < 0.75*allowed {
+		t.Errorf("accepted %d requests of %.0f allowed, want >= 75%%", st.PostRows, allowed)
 	}
 	t.Logf("accepted %d of %.0f allowed requests", st.PostRows, allowed)
 }
