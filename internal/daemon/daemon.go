@@ -399,14 +399,16 @@ func (d *Daemon) buildTargets(ctx context.Context, r *running, at string) ([]pip
 // writes to it. Later pipelines of the dataset (and those a reload
 // builds) share that limiter, its quota windows and the share a Kafka
 // source set: limits that differ from its are refused, since a new
-// limiter would forget what the windows hold.
+// limiter would forget what the windows hold. (config.Validate catches
+// most such pipelines; not one naming the dataset by id and another by
+// name.)
 func (d *Daemon) setLimits(datasetID string, l pushapi.Limits) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	key := strings.ToLower(datasetID) // Power BI's ids are case-insensitive
 	if prev, ok := d.limits[key]; ok {
 		if prev != l {
-			return fmt.Errorf("differ from those dataset %s runs with; a restart is needed to change them", datasetID)
+			return fmt.Errorf("differ from those dataset %s already runs with (another pipeline's, or before a reload): its quotas are shared, make them equal (a restart is needed to change them)", datasetID)
 		}
 		return nil
 	}

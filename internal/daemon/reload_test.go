@@ -405,3 +405,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestDatasetLimitsDifferUnderTwoNames: a names the dataset by name, b by
+// id, with other limits (which validate cannot see): pushd refuses to start
+// rather than let the second pipeline replace the dataset's limiter.
+func TestDatasetLimitsDifferUnderTwoNames(t *testing.T) {
+	emu, ca := testEmulator(t, nil)
+	id := createIngest(t, emu, "A", "B")
+	dir := t.TempDir()
+	b := strings.Replace(httpPipeline(dir, "b", "B", "127.0.0.1:0", "10ms", "{requests_per_minute: 60}"),
+		"dataset_name: Ingest", "dataset_id: "+id, 1)
+	cfg := loadConfig(t, powerbiSection(emu, ca)+"pipelines:"+httpPipeline(dir, "a", "A", "127.0.0.1:0", "10ms", "{}")+b)
+	// Were it to start, it would run until this context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := Run(ctx, Options{Config: cfg})
+	if err == nil || !strings.Contains(err.Error(), "pipelines[1] (b).limits: differ from those dataset "+id+" already runs with") {
+		t.Fatalf("Run = %v, want b's limits refused", err)
+	}
+}
