@@ -213,13 +213,6 @@ func reduceEventsFromEnv(t *testing.T, def int) int {
 //
 // which also logs pushd's events per CPU-second and peak RSS (from /proc).
 func TestReduceAggregateExactOverKafka(t *testing.T) {
-	if os.Getenv("PUSHD_REDUCE_KAFKA_E2E") == "" {
-		// Known failure, issue 8 open: in .ci/run on a quiet machine at
-		// main 904d69d, 40,000 of 100,000 readings went to the dead letter
-		// (late) and 3,000 of 5,000 (window, device) keys lacked readings.
-		// Set PUSHD_REDUCE_KAFKA_E2E=1 to run it while fixing that.
-		t.Skip("reduce over Kafka dead-letters readings as late (issue 8, open); PUSHD_REDUCE_KAFKA_E2E=1 runs it")
-	}
 	t.Parallel()
 	n := reduceEventsFromEnv(t, 100_000)
 	c := newCluster(t)
@@ -301,13 +294,6 @@ func TestReduceAggregateExactOverKafka(t *testing.T) {
 // the readings counted over all its rows are at least its events: no
 // contribution is lost (a window may come twice, see the README).
 func TestReduceAggregateSIGKILL(t *testing.T) {
-	if os.Getenv("PUSHD_REDUCE_KAFKA_E2E") == "" {
-		// Known failure, issue 8 open: in .ci/run on a quiet machine at
-		// main 904d69d, 40,000 of 100,000 readings went to the dead letter
-		// (late) and 3,000 of 5,000 (window, device) keys lacked readings.
-		// Set PUSHD_REDUCE_KAFKA_E2E=1 to run it while fixing that.
-		t.Skip("reduce over Kafka dead-letters readings as late (issue 8, open); PUSHD_REDUCE_KAFKA_E2E=1 runs it")
-	}
 	t.Parallel()
 	const n = 100_000
 	const group = "e2e-aggregate-kill"

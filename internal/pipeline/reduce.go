@@ -30,6 +30,10 @@ type reduceStage struct {
 	ordered bool
 	// overload decides for when: overloaded; nil for when: always.
 	overload *reduce.Overload
+	// parts is the source when it reads partitions (Kafka), which the
+	// reducer waits for; partsKnown once it named them.
+	parts      source.Partitioned
+	partsKnown bool
 	active   atomic.Bool
 
 	mu   sync.Mutex // guards r and seen
@@ -50,6 +54,10 @@ func newReduceStage(p *Pipeline, r *reduce.Reducer) *reduceStage {
 	st := &reduceStage{p: p, r: r, mode: cfg.Mode}
 	if o, ok := p.opts.Source.(source.OffsetOrdered); ok && o.OffsetOrdered() {
 		st.ordered = true
+	}
+	if pt, ok := p.opts.Source.(source.Partitioned); ok && st.ordered {
+		st.parts = pt
+		r.AwaitPartitions()
 	}
 	if cfg.When == reduce.WhenOverloaded {
 		st.overload = &reduce.Overload{MaxLag: cfg.MaxLag}
@@ -82,6 +90,9 @@ func (st *reduceStage) add(ctx context.Context, b *fanOut, ev source.Event, tr *
 	var bad []refused
 	out := st.scratch[:0]
 	st.mu.Lock()
+	if st.parts != nil && !st.partsKnown {
+		st.updatePartitions(now)
+	}
 	for i, row := range rows {
 		var err error
 		if out, err = st.r.Add(row, ref, now, out); err != nil {
@@ -108,9 +119,28 @@ func (st *reduceStage) add(ctx context.Context, b *fanOut, ev source.Event, tr *
 	st.scratch = out[:0]
 }
 
-// tick emits what is due (windows closed by the clock, intervals).
+// updatePartitions tells the reducer the source's partitions and how far
+// behind each is read. The caller holds st.mu.
+func (st *reduceStage) updatePartitions(now int64) {
+	states, ok := st.parts.Partitions()
+	if !ok {
+		return
+	}
+	parts := make([]reduce.Partition, len(states))
+	for i, s := range states {
+		parts[i] = reduce.Partition{Topic: s.Topic, Partition: s.Partition, Unread: s.Unread}
+	}
+	st.r.Partitions(parts, now)
+	st.partsKnown = true
+}
+
+// tick emits what is due (windows closed by the clock, intervals), after
+// telling the reducer which partitions still have records to read.
 func (st *reduceStage) tick(ctx context.Context, b *fanOut, now time.Time) {
 	st.mu.Lock()
+	if st.parts != nil {
+		st.updatePartitions(now.UnixMilli())
+	}
 	ems := st.r.Tick(now.UnixMilli(), nil)
 	st.mu.Unlock()
 	st.send(ctx, b, ems)

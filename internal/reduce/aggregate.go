@@ -16,8 +16,13 @@ import (
 // event-time column the watermark is the newest event time seen minus the
 // allowed lateness, taken per source partition and the lowest of them (a
 // consumer reads its partitions at uneven speeds, so one may be seconds of
-// event time ahead of another; a partition that sent nothing for
-// idle_timeout does not hold the others back). A window is emitted once the
+// event time ahead of another). A partition holds the others back while it
+// may still give older rows: while the source says records wait in it (it
+// is assigned but not yet read, or read behind its end), whatever the wall
+// clock says; once caught up, until it has sent nothing for idle_timeout.
+// A source that reads partitions (Kafka) names them with Partitions, and
+// until it first does the watermark stays put: a partition that has not
+// given its first row yet must not be overtaken. A window is emitted once the
 // watermark reaches its end, and a row whose window ends at or before the
 // horizon (the furthest point the watermark has reached) is late. With
 // arrival time the clock is the watermark and nothing is late.
@@ -39,6 +44,9 @@ type aggregator struct {
 	lastNow     int64
 	parts       []*partClock // per source partition
 	lastPart    *partClock
+	// awaitParts: the source reads partitions but has not named them yet;
+	// the watermark stays put.
+	awaitParts bool
 }
 
 // partClock is the event-time progress of one source partition (one for a
@@ -47,7 +55,10 @@ type partClock struct {
 	topic       string
 	partition   int
 	newest      int64 // newest event time read from it
-	lastArrival int64 // when it last gave a row
+	lastArrival int64 // when it last gave a row (or was assigned)
+	// behind: the source said records wait in it to be read; it holds the
+	// watermark however long it gives nothing.
+	behind bool
 }
 
 type aggSpec struct {
@@ -252,31 +263,75 @@ func (a *aggregator) clock(ref Ref) *partClock {
 	if pc := a.lastPart; pc != nil && pc.partition == part && pc.topic == topic {
 		return pc
 	}
-	for _, pc := range a.parts {
-		if pc.partition == part && pc.topic == topic {
-			a.lastPart = pc
-			return pc
-		}
+	pc := a.find(topic, part)
+	if pc == nil {
+		pc = &partClock{topic: topic, partition: part, newest: math.MinInt64}
+		a.parts = append(a.parts, pc)
 	}
-	pc := &partClock{topic: topic, partition: part, newest: math.MinInt64}
-	a.parts = append(a.parts, pc)
 	a.lastPart = pc
 	return pc
 }
 
-// watermark is the lowest newest event time of the partitions that gave a
-// row within idle_timeout of now, minus the allowed lateness.
+// find returns the clock of a partition, nil if there is none.
+func (a *aggregator) find(topic string, part int) *partClock {
+	for _, pc := range a.parts {
+		if pc.partition == part && pc.topic == topic {
+			return pc
+		}
+	}
+	return nil
+}
+
+// watermark is the lowest newest event time of the partitions that are
+// behind or gave a row within idle_timeout of now, minus the allowed
+// lateness. A partition that gave no row yet (newest MinInt64) holds it at
+// MinInt64.
 func (a *aggregator) watermark(now int64) int64 {
+	if a.awaitParts {
+		return math.MinInt64
+	}
 	wm := int64(math.MaxInt64)
 	for _, pc := range a.parts {
-		if now-pc.lastArrival < a.idle {
+		if pc.behind || now-pc.lastArrival < a.idle {
 			wm = min(wm, pc.newest)
 		}
 	}
-	if wm == math.MaxInt64 {
+	if wm == math.MaxInt64 || wm == math.MinInt64 {
 		return math.MinInt64
 	}
 	return wm - a.lateness
+}
+
+// anyBehind reports whether a partition still has records to read.
+func (a *aggregator) anyBehind() bool {
+	for _, pc := range a.parts {
+		if pc.behind {
+			return true
+		}
+	}
+	return false
+}
+
+// partitions takes the source's partitions: a new one holds the watermark
+// until it gives a row (when the source does not know whether records wait
+// in it, for idle_timeout at most; not at all when it knows it empty); one
+// no longer listed (revoked) holds it only until idle.
+func (a *aggregator) partitions(parts []Partition, now int64) {
+	a.awaitParts = false
+	for _, pc := range a.parts {
+		pc.behind = false
+	}
+	for _, p := range parts {
+		pc := a.find(p.Topic, p.Partition)
+		if pc == nil {
+			pc = &partClock{topic: p.Topic, partition: p.Partition, newest: math.MinInt64, lastArrival: now}
+			if p.Unread == 0 {
+				pc.lastArrival = now - a.idle // known empty: nothing to wait for
+			}
+			a.parts = append(a.parts, pc)
+		}
+		pc.behind = p.Unread > 0
+	}
 }
 
 // advance moves the horizon to wm and emits the windows it closes.
@@ -304,8 +359,9 @@ func (a *aggregator) tick(r *Reducer, now int64, out []Emission) []Emission {
 		a.lastNow = now
 		return a.advance(now, out)
 	}
-	if a.seen && len(a.windows) > 0 && now-a.lastArrival >= a.idle {
-		// Idle: take event time to have moved on with the wall clock.
+	if a.seen && len(a.windows) > 0 && now-a.lastArrival >= a.idle && !a.anyBehind() && !a.awaitParts {
+		// Idle and caught up: take event time to have moved on with the
+		// wall clock.
 		return a.advance(a.newest-a.lateness+(now-a.lastArrival), out)
 	}
 	// Partitions gone idle no longer hold the others back.

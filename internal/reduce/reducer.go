@@ -155,6 +155,39 @@ func (r *Reducer) Tick(now int64, out []Emission) []Emission {
 	return r.count(len(out), r.mode.tick(r, now, out))
 }
 
+// Partition is one partition a source reads, as the source knows it.
+type Partition struct {
+	Topic     string
+	Partition int
+	// Unread is how many records wait in it to be read: 0 when the source
+	// has read up to its end, -1 when the source does not know yet.
+	Unread int64
+}
+
+// AwaitPartitions says the source reads partitions (Kafka) and will name
+// them with Partitions: until then an event-time aggregation's watermark
+// stays put, since a partition that has not given a row yet may hold rows
+// older than every row seen.
+func (r *Reducer) AwaitPartitions() {
+	if a, ok := r.mode.(*aggregator); ok && a.eventTime {
+		a.awaitParts = true
+	}
+}
+
+// Partitions tells the reducer the partitions the source reads now and how
+// far behind each is; now is the time in Unix milliseconds. For an
+// event-time aggregation, a partition with unread records holds the
+// watermark whatever the wall clock says (it is not idle, only not read
+// yet); a partition listed for the first time holds it until it gives a row
+// (when its Unread is unknown, for idle_timeout at most; with Unread 0 not
+// at all); a partition no longer listed holds it only until idle. The pipeline calls it about once
+// a second; the windows it releases go out at the next Tick.
+func (r *Reducer) Partitions(parts []Partition, now int64) {
+	if a, ok := r.mode.(*aggregator); ok && a.eventTime {
+		a.partitions(parts, now)
+	}
+}
+
 // FlushOldest emits the oldest window (or the current interval) early, to
 // free the events it holds: the pipeline calls it when it reaches its bound
 // of unacked events.

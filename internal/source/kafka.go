@@ -86,7 +86,8 @@ type Kafka struct {
 	commitMu sync.Mutex
 
 	lagInterval time.Duration
-	lagClient   *kafka.Client // nil when lag refresh is off
+	lagRefresh  bool          // the lag metric is refreshed every lagInterval
+	lagClient   *kafka.Client // asks the brokers for partitions' offsets
 	transport   *kafka.Transport
 
 	// The per-event series, looked up once: the unacked gauge, and
@@ -206,7 +207,7 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		SASLMechanism: mechanism,
 	}
 	group := cfg.GroupID
-	state := &groupState{assigned: make(chan int, 1)}
+	state := &groupState{assigned: make(chan int, 1), parts: &assignment{}}
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           cfg.Brokers,
 		GroupID:           group,
@@ -255,15 +256,14 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 			k.topics[topic] = m.messages.WithLabelValues(group, topic)
 		}
 	}
-	if opts.Metrics != nil && opts.LagInterval > 0 {
-		k.transport = &kafka.Transport{
-			ClientID:    cfg.ClientID,
-			DialTimeout: 10 * time.Second,
-			TLS:         tlsConfig,
-			SASL:        mechanism,
-		}
-		k.lagClient = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: k.transport}
+	k.transport = &kafka.Transport{
+		ClientID:    cfg.ClientID,
+		DialTimeout: 10 * time.Second,
+		TLS:         tlsConfig,
+		SASL:        mechanism,
 	}
+	k.lagClient = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: k.transport}
+	k.lagRefresh = opts.Metrics != nil && opts.LagInterval > 0
 	go k.loop(loopCtx)
 	return k, nil
 }
@@ -397,7 +397,7 @@ func (k *Kafka) loop(ctx context.Context) {
 	commits := time.NewTicker(k.commitInterval)
 	defer commits.Stop()
 	var lagTick <-chan time.Time
-	if k.lagClient != nil {
+	if k.lagRefresh {
 		t := time.NewTicker(k.lagInterval)
 		defer t.Stop()
 		lagTick = t.C
@@ -414,6 +414,7 @@ func (k *Kafka) loop(ctx context.Context) {
 			cancel()
 		case n := <-k.state.assigned:
 			k.assignment(n)
+			k.listEnds(ctx)
 		case <-lagTick:
 			k.refreshLag(ctx)
 		}
@@ -558,6 +559,10 @@ type groupState struct {
 	// (the latest only) to the source's loop.
 	assigned chan int
 
+	// parts is the assignment itself, for Partitions (nil in tests of
+	// observe alone).
+	parts *assignment
+
 	joined  atomic.Bool
 	lastErr atomic.Pointer[string]
 }
@@ -568,7 +573,10 @@ func (s *groupState) observe(format string, args []any) {
 	if strings.HasPrefix(format, "subscribed to topics and partitions") {
 		s.join()
 		// The argument is the assignment: a map keyed by topic and
-		// partition (kafka-go's unexported type), so only its size is read.
+		// partition (kafka-go's unexported type) of start offsets.
+		if len(args) == 1 && s.parts != nil {
+			s.parts.set(parseAssignment(args[0]))
+		}
 		if len(args) == 1 && s.assigned != nil {
 			if v := reflect.ValueOf(args[0]); v.Kind() == reflect.Map {
 				select {
