@@ -225,9 +225,9 @@ func TestReduceAggregateExactOverKafka(t *testing.T) {
 	cfg := s.writeConfig(t, "aggregate", pipelineOptions{
 		source: kafkaSource(c, "e2e-aggregate", time.Second),
 		batch:  "{linger: 500ms}",
-		// A long idle_timeout: a partition that a loaded machine stalls for
-		// seconds must not be taken for idle (its readings would be late).
-		schema: fmt.Sprintf(aggregateTable, "10s", "20s"),
+		// A short idle_timeout: a partition that a loaded machine stalls
+		// for seconds still has records unread, so it is not idle.
+		schema: fmt.Sprintf(aggregateTable, "10s", "5s"),
 	})
 	began := time.Now()
 	p := startPushd(t, "aggregate", cfg)
@@ -307,9 +307,9 @@ func TestReduceAggregateSIGKILL(t *testing.T) {
 	cfg := s.writeConfig(t, "kill", pipelineOptions{
 		source: kafkaSource(c, group, 50*time.Millisecond),
 		batch:  "{max_rows: 100, linger: 50ms}",
-		// A long idle_timeout: a partition that a loaded machine stalls for
-		// seconds must not be taken for idle (its readings would be late).
-		schema: fmt.Sprintf(aggregateTable, "10s", "20s"),
+		// A short idle_timeout: a partition that a loaded machine stalls
+		// for seconds still has records unread, so it is not idle.
+		schema: fmt.Sprintf(aggregateTable, "10s", "5s"),
 	})
 	victim := startPushd(t, "killed", cfg)
 	deadline := time.Now().Add(2 * time.Minute)

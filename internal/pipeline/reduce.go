@@ -34,7 +34,7 @@ type reduceStage struct {
 	// reducer waits for; partsKnown once it named them.
 	parts      source.Partitioned
 	partsKnown bool
-	active   atomic.Bool
+	active     atomic.Bool
 
 	mu   sync.Mutex // guards r and seen
 	r    *reduce.Reducer

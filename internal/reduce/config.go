@@ -74,9 +74,11 @@ type Config struct {
 	// AllowedLateness is how far behind the newest event time an event may
 	// be and still join its window (aggregate with time_column; default 0).
 	AllowedLateness time.Duration `yaml:"allowed_lateness"`
-	// IdleTimeout: when no event arrives for this long, event time is taken
-	// to move on with the wall clock, so the last windows are emitted
-	// (aggregate with time_column; default 10s).
+	// IdleTimeout: a partition read to its end that gives no event for this
+	// long no longer holds the watermark back, and when none does, event
+	// time is taken to move on with the wall clock, so the last windows are
+	// emitted (aggregate with time_column; default 10s). A partition with
+	// records not yet read holds the watermark however long it takes.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// GroupBy lists the columns whose values make the key of a group
 	// (aggregate; empty: one group per window).
