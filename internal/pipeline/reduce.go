@@ -57,6 +57,7 @@ func newReduceStage(p *Pipeline, r *reduce.Reducer) *reduceStage {
 	}
 	if pt, ok := p.opts.Source.(source.Partitioned); ok && st.ordered {
 		st.parts = pt
+		pt.Partitions() // says it will ask: the source learns each partition's offsets
 		r.AwaitPartitions()
 	}
 	if cfg.When == reduce.WhenOverloaded {

@@ -85,6 +85,12 @@ type Kafka struct {
 	// order they were computed.
 	commitMu sync.Mutex
 
+	// partsWanted is set by the first call of Partitions: from then on the
+	// loop asks the brokers for the offsets of each new assignment
+	// (wantEnds asks it once at that first call).
+	partsWanted atomic.Bool
+	wantEnds    chan struct{}
+
 	lagInterval time.Duration
 	lagRefresh  bool          // the lag metric is refreshed every lagInterval
 	lagClient   *kafka.Client // asks the brokers for partitions' offsets
@@ -239,6 +245,7 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		commitInterval:  cfg.CommitInterval,
 		commitTimeout:   opts.CommitTimeout,
 		lagInterval:     opts.LagInterval,
+		wantEnds:        make(chan struct{}, 1),
 		others:          make(map[string]prometheus.Counter),
 		onShare:         opts.OnShare,
 		dialer:          dialer,
@@ -414,6 +421,10 @@ func (k *Kafka) loop(ctx context.Context) {
 			cancel()
 		case n := <-k.state.assigned:
 			k.assignment(n)
+			if k.partsWanted.Load() {
+				k.listEnds(ctx)
+			}
+		case <-k.wantEnds:
 			k.listEnds(ctx)
 		case <-lagTick:
 			k.refreshLag(ctx)

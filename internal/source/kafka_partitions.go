@@ -26,7 +26,8 @@ type PartitionState struct {
 // yet, or read behind its end, may still hold older events than any seen.
 type Partitioned interface {
 	// Partitions returns the partitions this member reads now, false
-	// while it knows no assignment yet.
+	// while it knows no assignment yet. A stage that will ask calls it
+	// once at its start.
 	Partitions() ([]PartitionState, bool)
 }
 
@@ -91,8 +92,16 @@ func parseAssignment(arg any) ([]assignedPartition, bool) {
 
 // Partitions returns the assigned partitions with the records waiting in
 // each: the high watermark (from the last fetch or the brokers) minus the
-// next offset to read.
+// next offset to read. The first call makes the source ask the brokers for
+// the offsets of the current and every later assignment, so that it knows
+// an empty partition from one not read yet (a source nobody asks does not).
 func (k *Kafka) Partitions() ([]PartitionState, bool) {
+	if !k.partsWanted.Load() && k.partsWanted.CompareAndSwap(false, true) {
+		select {
+		case k.wantEnds <- struct{}{}:
+		default:
+		}
+	}
 	a := k.state.parts
 	a.mu.Lock()
 	defer a.mu.Unlock()
