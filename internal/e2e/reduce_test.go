@@ -493,8 +493,9 @@ func TestReduceAggregateFresh(t *testing.T) {
 		t.Errorf("rows count %d readings, want the %d produced; %d dead letters, first: %.600s", total, produced, bytes.Count(dl, []byte("\n")), dl)
 	}
 	// The metrics say the same, and the data is fresh.
-	time.Sleep(1500 * time.Millisecond) // the metrics are updated once a second
-	m := p.metrics(t)
+	// The metrics are updated once a second, by a loop that a loaded
+	// machine may hold up a while.
+	m := waitMetric(t, p, `pushd_reduce_events_total{pipeline="telemetry"}`, float64(produced), 30*time.Second)
 	fresh, ok := m[`pushd_pipeline_freshness_seconds{pipeline="telemetry"}`]
 	if !ok || fresh > (bound+reduceWindow+30*time.Second).Seconds() {
 		t.Errorf("pushd_pipeline_freshness_seconds = %v (reported %v), want the age of the last window's newest reading", fresh, ok)
@@ -511,5 +512,19 @@ func TestReduceAggregateFresh(t *testing.T) {
 	t.Logf("freshness at the end: %.1fs", fresh)
 	if code, _ := p.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("pushd exited %d after SIGTERM", code)
+	}
+}
+
+// waitMetric scrapes p until the sample name has the value want, or timeout
+// passes, and returns the last scrape.
+func waitMetric(t *testing.T, p *proc, name string, want float64, timeout time.Duration) map[string]float64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		m := p.metrics(t)
+		if m[name] == want || time.Now().After(deadline) {
+			return m
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
