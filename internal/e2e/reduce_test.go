@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushd/pushd/internal/emulator"
@@ -223,7 +224,7 @@ func TestReduceAggregateExactOverKafka(t *testing.T) {
 	produce(t, c, events, 1)
 	events = nil
 	cfg := s.writeConfig(t, "aggregate", pipelineOptions{
-		source: kafkaSource(c, "e2e-aggregate", time.Second),
+		source: reduceKafkaSource(c, "e2e-aggregate", time.Second),
 		batch:  "{linger: 500ms}",
 		// A short idle_timeout: a partition that a loaded machine stalls
 		// for seconds still has records unread, so it is not idle.
@@ -305,7 +306,7 @@ func TestReduceAggregateSIGKILL(t *testing.T) {
 	events, want := readings(n, time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
 	produce(t, c, events, 1)
 	cfg := s.writeConfig(t, "kill", pipelineOptions{
-		source: kafkaSource(c, group, 50*time.Millisecond),
+		source: reduceKafkaSource(c, group, 50*time.Millisecond),
 		batch:  "{max_rows: 100, linger: 50ms}",
 		// A short idle_timeout: a partition that a loaded machine stalls
 		// for seconds still has records unread, so it is not idle.
@@ -369,7 +370,7 @@ func TestReduceAggregateFresh(t *testing.T) {
 	emu, ca, id := aggregateEmulator(t, nil)
 	s := setup{emu: emu, ca: ca, dir: t.TempDir()}
 	cfg := s.writeConfig(t, "fresh", pipelineOptions{
-		source: kafkaSource(c, group, time.Second),
+		source: reduceKafkaSource(c, group, time.Second),
 		batch:  "{linger: 1s}",
 		schema: fmt.Sprintf(aggregateTable, lateness, "5s"),
 	})
@@ -527,4 +528,14 @@ func waitMetric(t *testing.T, p *proc, name string, want float64, timeout time.D
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// reduceKafkaSource is kafkaSource with max_wait 1s: kafka-go gives a fetch
+// max_wait to be answered, and on a loaded machine kfake (in this process,
+// under -race) can take longer than 100ms, so the fetch of every partition
+// times out again and again and the reading stalls (seen at load 25 on 2
+// cores). An aggregation rightly waits for partitions with records unread,
+// so a stalled reader stalls its windows.
+func reduceKafkaSource(c *kfake.Cluster, group string, commitInterval time.Duration) string {
+	return strings.Replace(kafkaSource(c, group, commitInterval), "max_wait: 100ms", "max_wait: 1s", 1)
 }
