@@ -30,6 +30,8 @@ func runRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "\nRuns the pipelines of the config until their input ends (stdin) or SIGTERM/SIGINT,")
 		fmt.Fprintln(stderr, "then drains: stops reading, flushes, sends, commits, and exits within shutdown_timeout.")
 		fmt.Fprintln(stderr, "Prints a summary on exit. Exit codes: 0 done, 1 failed, 2 bad flags or config.")
+		fmt.Fprintln(stderr, "SIGHUP reads the config file again and restarts only the pipelines that changed;")
+		fmt.Fprintln(stderr, "an invalid file, or a change that needs a restart, is refused and changes nothing.")
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.PrintDefaults()
 	}
