@@ -222,3 +222,122 @@ func TestReduceSampleOverKafka(t *testing.T) {
 		t.Errorf("%d answers 429", th)
 	}
 }
+
+// TestReduceWhenOverloadedOverKafka: sample with when: overloaded, against
+// a quota scaled to 100 rows a second and max_lag 20s. Below the quota
+// every event lands unchanged and nothing is reduced; a burst far above it
+// starts the reduction, and the freshness pushd reports stays under
+// max_lag; once the input falls back, the reduction stops and events land
+// unchanged again.
+func TestReduceWhenOverloadedOverKafka(t *testing.T) {
+	t.Parallel()
+	const maxLag = 20 * time.Second
+	c := newCluster(t)
+	emu, ca, id := modeEmulator(t)
+	s := setup{emu: emu, ca: ca, dir: t.TempDir()}
+	cfg := s.writeConfig(t, "overloaded", pipelineOptions{
+		source:     reduceKafkaSource(c, "e2e-overloaded", 200*time.Millisecond),
+		batch:      "{max_rows: 100, linger: 500ms}",
+		limits:     "{rows_per_hour: 200, rows_window: 2s}", // 100 rows a second
+		maxUnacked: 300,
+		schema:     fmt.Sprintf(modeTable, fmt.Sprintf("      mode: sample\n      one_in: 50\n      when: overloaded\n      max_lag: %s\n", maxLag)),
+	})
+	p := startPushd(t, "overloaded", cfg)
+	p.waitReady(t)
+	const active = `pushd_reduce_active{mode="sample",pipeline="telemetry"}`
+	seq := 0
+	// send produces n events a second for d, with the current time as
+	// their event time, and returns their seqs [from, to).
+	send := func(rate int, d time.Duration) (from, to int) {
+		from = seq
+		start := time.Now()
+		for time.Since(start) < d {
+			due := from + int(time.Since(start).Seconds()*float64(rate))
+			var events [][]byte
+			for ; seq < due; seq++ {
+				events = append(events, fmt.Appendf(nil, `{"d":"dev-%04d","ts":%q,"seq":%d}`, seq%100, time.Now().UTC().Format(time.RFC3339Nano), seq))
+			}
+			if len(events) > 0 {
+				produce(t, c, events, from+1)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return from, seq
+	}
+	// unchanged checks that every event of [from, to) landed once, as
+	// produced.
+	unchanged := func(phase string, from, to int) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			counts := map[int64]int{}
+			for _, r := range modeRows(t, emu, id) {
+				if r.Seq >= int64(from) && r.Seq < int64(to) {
+					counts[r.Seq]++
+					if r.DeviceId != fmt.Sprintf("dev-%04d", r.Seq%100) {
+						t.Fatalf("%s: row %+v changed", phase, r)
+					}
+				}
+			}
+			complete := len(counts) == to-from
+			for s, n := range counts {
+				if n != 1 {
+					t.Fatalf("%s: seq %d landed %d times", phase, s, n)
+				}
+			}
+			if complete {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d of the %d events landed after a minute", phase, len(counts), to-from)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	// Below the quota: every event lands unchanged.
+	from, to := send(25, 4*time.Second)
+	unchanged("below the quota", from, to)
+	if m := p.metrics(t); m[active] != 0 {
+		t.Fatalf("%s = %v below the quota, want 0", active, m[active])
+	}
+
+	// Far above: the reduction starts and the rows stay fresh.
+	burstFrom, _ := send(2000, 3*time.Second)
+	if m := waitMetric(t, p, active, 1, 30*time.Second); m[active] != 1 {
+		t.Fatalf("%s = %v after a burst 20 times the quota, want 1", active, m[active])
+	}
+	_, burstTo := send(2000, 3*time.Second) // the reduced rows catch up meanwhile
+	m := p.metrics(t)
+	fresh := m[`pushd_pipeline_freshness_seconds{pipeline="telemetry"}`]
+	t.Logf("reducing: freshness %.1fs (max_lag %v)", fresh, maxLag)
+	if fresh <= 0 || fresh >= maxLag.Seconds() {
+		t.Errorf("pushd_pipeline_freshness_seconds = %v while reducing, want under max_lag %v", fresh, maxLag)
+	}
+	landedBurst := 0
+	for _, r := range modeRows(t, emu, id) {
+		if r.Seq >= int64(burstFrom) && r.Seq < int64(burstTo) {
+			landedBurst++
+		}
+	}
+	if landedBurst >= burstTo-burstFrom {
+		t.Errorf("%d rows for the %d events of the burst: want fewer (reduced)", landedBurst, burstTo-burstFrom)
+	}
+
+	// The input falls: the reduction stops, and events land unchanged.
+	deadline := time.Now().Add(90 * time.Second)
+	for p.metrics(t)[active] != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still 1 90s after the input fell below the quota", active)
+		}
+		send(10, time.Second)
+	}
+	from, to = send(10, 3*time.Second)
+	unchanged("after the input fell", from, to)
+	if th := emu.Stats().Datasets[id].Throttled; th != 0 {
+		t.Errorf("%d answers 429", th)
+	}
+	if code, _ := p.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("pushd exited %d after SIGTERM, want 0", code)
+	}
+}
