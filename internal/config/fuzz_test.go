@@ -1,12 +1,15 @@
 package config
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"unicode/utf16"
 )
 
 // fuzzEnv is the environment the config fuzz targets see: set, empty and
@@ -50,7 +53,7 @@ func FuzzParse(f *testing.F) {
 			if !errors.As(err, &ce) || len(ce.Problems) == 0 {
 				t.Fatalf("error %v is not a *Error with problems", err)
 			}
-			lines := len(yamlBreak.FindAll(data, -1)) + 1
+			lines := len(yamlBreak.FindAll(yamlText(data), -1)) + 1
 			for _, p := range ce.Problems {
 				if p.Msg == "" {
 					t.Fatalf("problem %+v says nothing", p)
@@ -75,6 +78,25 @@ func FuzzParse(f *testing.F) {
 
 // yamlBreak matches a line break as YAML counts them (a lone CR is one).
 var yamlBreak = regexp.MustCompile(`\r\n|\r|\n|\x{85}|\x{2028}|\x{2029}`)
+
+// yamlText is data as YAML reads it: UTF-16 when it starts with a UTF-16
+// byte order mark (yaml.v3 decodes it), else UTF-8.
+func yamlText(data []byte) []byte {
+	var order binary.ByteOrder
+	switch {
+	case bytes.HasPrefix(data, []byte{0xFF, 0xFE}):
+		order = binary.LittleEndian
+	case bytes.HasPrefix(data, []byte{0xFE, 0xFF}):
+		order = binary.BigEndian
+	default:
+		return data
+	}
+	var units []uint16
+	for i := 2; i+1 < len(data); i += 2 {
+		units = append(units, order.Uint16(data[i:]))
+	}
+	return []byte(string(utf16.Decode(units)))
+}
 
 // referenceRef matches what expandEnv acts on, leftmost first: $$, a
 // ${...} up to the first }, or a ${ with no } after it (unterminated).
