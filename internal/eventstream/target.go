@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -464,8 +465,12 @@ type records struct {
 	key, value bytesReader
 }
 
+// records has its own copy of the rows' indexes: a produce whose context
+// ends returns at once, while kafka-go's connection may still be encoding
+// the request from this reader, and Send then rewrites b.idx (pending) for
+// the next attempt. The rows and keys themselves are never changed.
 func (b *outgoing) records(p partitionRows) *records {
-	return &records{rows: b.rows, keys: b.keys, partition: p.partition, idx: p.idx}
+	return &records{rows: b.rows, keys: b.keys, partition: p.partition, idx: slices.Clone(p.idx)}
 }
 
 // ReadRecord returns the next row as a record; the record is valid until
