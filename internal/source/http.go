@@ -611,14 +611,17 @@ func (h *HTTP) ackFunc(e *ingestEntry, a *attempt, j, i int, c *Claim) Ack {
 		case err != nil:
 			result = "dead_lettered"
 		}
+		// The body's bytes go back to the budget before the last event
+		// settles, which may answer the request: a client that sends its
+		// next body on that answer finds them free.
+		if a.remaining.Add(-1) == 0 {
+			a.body.release()
+		}
 		e.settle(i, c, err)
 		h.unacked.Add(-1)
 		if m := h.metrics; m != nil {
 			m.unacked.Dec()
 			m.events.WithLabelValues(result).Inc()
-		}
-		if a.remaining.Add(-1) == 0 {
-			a.body.release()
 		}
 	}
 }
