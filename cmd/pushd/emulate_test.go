@@ -12,36 +12,18 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pushd/pushd/internal/emulator"
+	"github.com/pushd/pushd/internal/logtest"
 )
-
-// syncBuffer is a bytes.Buffer safe to read while the command writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var baseURLLine = regexp.MustCompile(`base URL:\s+(\S+)`)
 
 // waitForURL waits for the command to print its base URL.
-func waitForURL(t *testing.T, out *syncBuffer, done <-chan int) string {
+func waitForURL(t *testing.T, out *logtest.Buffer, done <-chan int) string {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
@@ -112,7 +94,7 @@ func TestEmulateBadFlags(t *testing.T) {
 // serves HTTPS with the CA written to --ca-out, and exits 0 on SIGTERM.
 func TestEmulateServesUntilSignal(t *testing.T) {
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	var stdout, stderr syncBuffer
+	var stdout, stderr logtest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- runEmulate([]string{"--listen", "127.0.0.1:0", "--tls", "--ca-out", caFile, "--requests-per-window", "1", "--log-level", "warn"}, nil, &stdout, &stderr)
@@ -162,7 +144,7 @@ func TestEmulateServesUntilSignal(t *testing.T) {
 // emulator; cancelling stops it with exit 0.
 func TestEmulateDefaults(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr logtest.Buffer
 	done := make(chan int, 1)
 	go func() { done <- emulate(ctx, []string{"--listen", "127.0.0.1:0"}, &stdout, &stderr) }()
 	base := waitForURL(t, &stdout, done)

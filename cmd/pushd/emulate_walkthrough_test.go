@@ -19,6 +19,7 @@ import (
 	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/daemon"
 	"github.com/pushd/pushd/internal/emulator"
+	"github.com/pushd/pushd/internal/logtest"
 )
 
 var (
@@ -36,7 +37,7 @@ func TestEmulatePrintsAPasteableBlockAndAKafkaStandIn(t *testing.T) {
 	caFile := filepath.Join(dir, "ca.pem")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr logtest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- emulate(ctx, []string{"--listen", "127.0.0.1:0", "--tls", "--ca-out", caFile, "--kafka", "127.0.0.1:0", "--kafka-topics", "events", "--log-level", "warn"}, &stdout, &stderr)

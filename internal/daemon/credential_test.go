@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/internal/emulator"
+	"github.com/pushd/pushd/internal/logtest"
 	"github.com/pushd/pushd/internal/pushapi"
 )
 
@@ -114,7 +115,7 @@ func TestCredentialRefusedDuringARun(t *testing.T) {
 	writeSecret(emulator.DefaultClientSecret)
 	cfg := loadConfig(t, secretFileSection(emu, ca, secretFile)+stdinPipeline("    batch: {max_rows: 50, linger: 20ms}", filepath.Join(t.TempDir(), "dl.ndjson")))
 
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	pr, pw := io.Pipe()
 	ready := make(chan *Daemon, 1)

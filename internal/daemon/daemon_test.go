@@ -14,6 +14,7 @@ import (
 
 	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/emulator"
+	"github.com/pushd/pushd/internal/emulator/emulatortest"
 	"github.com/pushd/pushd/internal/sample"
 )
 
@@ -43,21 +44,7 @@ const telemetrySchema = `
 // both.
 func testEmulator(t *testing.T, mutate func(*emulator.Config)) (*emulator.Server, string) {
 	t.Helper()
-	ec := emulator.DefaultConfig()
-	ec.TLS = true
-	if mutate != nil {
-		mutate(&ec)
-	}
-	emu, err := emulator.Start(ec)
-	if err != nil {
-		t.Fatalf("starting emulator: %v", err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, emu.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return emu, ca
+	return emulatortest.StartTLS(t, mutate)
 }
 
 // powerbiSection points pushd at emu with the real MSAL client-secret flow.

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,25 +16,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/pushd/pushd/internal/emulator"
+	"github.com/pushd/pushd/internal/logtest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // scrape returns the value of every sample on the endpoint, keyed by
 // name{label="value",...} with labels in the exposition's order.
@@ -98,7 +79,7 @@ func TestMetricsHealthAndNoSecretsDuringARun(t *testing.T) {
 	dl := filepath.Join(t.TempDir(), "dl.ndjson")
 	cfg := loadConfig(t, powerbiSection(emu, ca)+stdinPipeline("    batch: {max_rows: 100, linger: 20ms}", dl))
 
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pr, pw := io.Pipe()
 	ready := make(chan *Daemon, 1)

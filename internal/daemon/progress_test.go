@@ -11,25 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/internal/logtest"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a reader at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // logLines returns the JSON log records with message msg.
 func logLines(t *testing.T, text, msg string) []map[string]any {
@@ -72,7 +56,7 @@ func slowRun(t *testing.T, interval, extra string, status StatusLine, cond func(
 	emu, ca := testEmulator(t, nil)
 	createTelemetryDataset(t, emu, "Int64")
 	cfg := loadConfig(t, powerbiSection(emu, ca)+"log: {progress_interval: "+interval+"}\n"+stdinPipeline(extra, filepath.Join(t.TempDir(), "dl.ndjson")))
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	pr, pw := io.Pipe()
 	events := sampleEvents(t, 400)
 	half := bytes.Index(events[len(events)/2:], []byte("\n")) + len(events)/2 + 1

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/emulator"
+	"github.com/pushd/pushd/internal/logtest"
 )
 
 // twoHTTPPipelines is a config with pipelines a and b, each an HTTP source
@@ -120,7 +121,7 @@ func TestReloadRestartsOnlyTheChangedPipeline(t *testing.T) {
 	emu, ca := testEmulator(t, nil)
 	id := createIngest(t, emu, "A", "B")
 	dir := t.TempDir()
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d, done := startDaemon(t, ctx, loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "10ms", "{}")), &logs)
@@ -243,7 +244,7 @@ func TestReloadKeepsAPipelineThatCannotStart(t *testing.T) {
 		taken[i] = l
 	}
 	dir := t.TempDir()
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d, done := startDaemon(t, ctx, loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "10ms", "{}")), &logs)
@@ -297,7 +298,7 @@ func TestReloadAddsAndRemovesPipelines(t *testing.T) {
 		return text
 	}
 	a := httpPipeline(dir, "a", "A", "127.0.0.1:0", "10ms", "{}")
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d, done := startDaemon(t, ctx, loadConfig(t, config(a, httpPipeline(dir, "b", "B", "127.0.0.1:0", "10ms", "{}"))), &logs)
@@ -350,7 +351,7 @@ func TestReloadCutShortBySignal(t *testing.T) {
 	emu, ca := testEmulator(t, nil)
 	id := createIngest(t, emu, "A", "B")
 	dir := t.TempDir()
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d, done := startDaemon(t, ctx, loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "10ms", "{}")), &logs)

@@ -451,68 +451,11 @@ func TestMeasureKafkaToEventstream(t *testing.T) {
 		}, n)
 		return
 	}
-	timeBin, err := exec.LookPath("/usr/bin/time")
-	if err != nil {
-		t.Fatal("/usr/bin/time is missing: apt-get install -y time")
-	}
-	report := filepath.Join(dir, "time.txt")
-	var stderr bytes.Buffer
-	cmd := exec.Command(timeBin, "-v", "-o", report, pushdBin, "run", "-c", cfg, "-log-level", "warn")
-	cmd.Stderr = &stderr
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	for {
+	r := runUnderTime(t, cfg, dir, n, func() int64 {
 		got, _ := es.Count(context.Background())
-		if got >= int64(n) {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("pushd exited early: %v\n%s", err, stderr.Bytes())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Since(start) > 5*time.Minute {
-			t.Fatalf("%d of %d messages after 5 minutes", got, n)
-		}
-	}
-	delivered := time.Since(start)
-	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pid int
-	if _, err := fmt.Sscan(string(children), &pid); err != nil {
-		t.Fatalf("pushd's pid from %q: %v", children, err)
-	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-exited; err != nil {
-		t.Fatalf("pushd under time: %v\n%s", err, stderr.Bytes())
-	}
-	data, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatal(err)
-	}
-	field := func(name string) float64 {
-		for _, line := range strings.Split(string(data), "\n") {
-			if k, v, ok := strings.Cut(strings.TrimSpace(line), ": "); ok && k == name {
-				var f float64
-				if _, err := fmt.Sscan(v, &f); err == nil {
-					return f
-				}
-			}
-		}
-		t.Fatalf("no %q in /usr/bin/time's report:\n%s", name, data)
-		return 0
-	}
-	user, sys := field("User time (seconds)"), field("System time (seconds)")
-	rss := field("Maximum resident set size (kbytes)") * 1024
+		return got
+	})
+	delivered, user, sys, rss := r.delivered, r.user, r.sys, r.rssBytes
 	t.Logf("%d events produced to the eventstream %v after start; pushd used %.2fs user + %.2fs sys: %.0f events per CPU-second (Power BI path target %d); peak RSS %.1f MB (target < %d MB)",
 		n, delivered.Round(time.Millisecond), user, sys, float64(n)/(user+sys), targetEventsPerCPUSecond, rss/1e6, targetPeakRSSBytes/1_000_000)
 }

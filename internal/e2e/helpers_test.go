@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushd/pushd/internal/emulator"
+	"github.com/pushd/pushd/internal/emulator/emulatortest"
 	"github.com/pushd/pushd/internal/sample"
 )
 
@@ -160,20 +161,6 @@ func committedOffsets(t testing.TB, c *kfake.Cluster, group string) map[int32]in
 // to a file. It returns the emulator, the CA file and the dataset id.
 func testEmulator(t testing.TB, mutate func(*emulator.Config)) (*emulator.Server, string, string) {
 	t.Helper()
-	ec := emulator.DefaultConfig()
-	ec.TLS = true
-	if mutate != nil {
-		mutate(&ec)
-	}
-	emu, err := emulator.Start(ec)
-	if err != nil {
-		t.Fatalf("starting the emulator: %v", err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, emu.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	cols := []emulator.Column{
 		{Name: "DeviceId", DataType: "String"}, {Name: "Site", DataType: "String"}, {Name: "Firmware", DataType: "String"},
 		{Name: "Timestamp", DataType: "DateTime"}, {Name: "Seq", DataType: "Int64"},
@@ -182,6 +169,16 @@ func testEmulator(t testing.TB, mutate func(*emulator.Config)) (*emulator.Server
 		{Name: "Latitude", DataType: "Double"}, {Name: "Longitude", DataType: "Double"}, {Name: "Key", DataType: "String"},
 		{Name: "Partition", DataType: "Int64"}, {Name: "Offset", DataType: "Int64"},
 	}
+	return emulatorWithTable(t, mutate, cols)
+}
+
+// emulatorWithTable starts a TLS emulator (its config changed by mutate
+// when not nil), writes its CA to a file and creates the push dataset
+// "IoT Telemetry" holding the test table with cols. It returns the
+// emulator, the CA file and the dataset id.
+func emulatorWithTable(t testing.TB, mutate func(*emulator.Config), cols []emulator.Column) (*emulator.Server, string, string) {
+	t.Helper()
+	emu, ca := emulatortest.StartTLS(t, mutate)
 	id, err := emu.CreateDataset(workspace, emulator.CreateDatasetRequest{
 		Name: "IoT Telemetry", DefaultMode: "Push",
 		Tables: []emulator.Table{{Name: table, Columns: cols}},

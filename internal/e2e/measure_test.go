@@ -75,64 +75,10 @@ func TestMeasureKafkaThroughput(t *testing.T) {
 		return
 	}
 
-	timeBin, err := exec.LookPath("/usr/bin/time")
-	if err != nil {
-		t.Fatal("/usr/bin/time is missing: apt-get install -y time")
-	}
-	cfg := s.writeConfig(t, "measure", opts)
-	report := filepath.Join(s.dir, "time.txt")
-	var stderr bytes.Buffer
-	cmd := exec.Command(timeBin, "-v", "-o", report, pushdBin, "run", "-c", cfg, "-log-level", "warn")
-	cmd.Stderr = &stderr
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+	r := runUnderTime(t, s.writeConfig(t, "measure", opts), s.dir, n, func() int64 {
+		return emu.Stats().Datasets[id].RowsAccepted
 	})
-	for emu.Stats().Datasets[id].RowsAccepted < int64(n) {
-		select {
-		case err := <-exited:
-			t.Fatalf("pushd exited early: %v\n%s", err, stderr.Bytes())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Since(start) > 5*time.Minute {
-			t.Fatalf("%d of %d rows after 5 minutes", emu.Stats().Datasets[id].RowsAccepted, n)
-		}
-	}
-	delivered := time.Since(start)
-	// time forwards no signal: SIGTERM goes to its child, pushd.
-	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(children)))
-	if err != nil {
-		t.Fatalf("pushd's pid from %q: %v", children, err)
-	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-exited; err != nil {
-		t.Fatalf("pushd under time: %v\n%s", err, stderr.Bytes())
-	}
-	data, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatal(err)
-	}
-	field := func(name string) float64 {
-		m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(name) + `: ([0-9.]+)$`).FindSubmatch(data)
-		if m == nil {
-			t.Fatalf("no %q in /usr/bin/time's report:\n%s", name, data)
-		}
-		v, _ := strconv.ParseFloat(string(m[1]), 64)
-		return v
-	}
-	user, sys := field("User time (seconds)"), field("System time (seconds)")
-	rss := field("Maximum resident set size (kbytes)") * 1024
+	delivered, user, sys, rss := r.delivered, r.user, r.sys, r.rssBytes
 	perCPU := float64(n) / (user + sys)
 	st := emu.Stats().Datasets[id]
 	t.Logf("%d events in %d requests, all accepted %v after start; pushd used %.2fs user + %.2fs sys: %.0f events per CPU-second (target %d); peak RSS %.1f MB (target < %d MB)",
@@ -202,4 +148,74 @@ func maxUnackedFromEnv(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// timeReport is what /usr/bin/time -v said of a pushd run.
+type timeReport struct {
+	delivered time.Duration // from start until delivered reached n
+	user, sys float64       // CPU seconds
+	rssBytes  float64       // peak resident set size
+}
+
+// runUnderTime runs `pushd run -c cfg` under /usr/bin/time -v (its report
+// in dir) until delivered() reaches n, within 5 minutes, then stops pushd
+// with SIGTERM and reads the report.
+func runUnderTime(t *testing.T, cfg, dir string, n int, delivered func() int64) timeReport {
+	t.Helper()
+	timeBin, err := exec.LookPath("/usr/bin/time")
+	if err != nil {
+		t.Fatal("/usr/bin/time is missing: apt-get install -y time")
+	}
+	report := filepath.Join(dir, "time.txt")
+	var stderr bytes.Buffer
+	cmd := exec.Command(timeBin, "-v", "-o", report, pushdBin, "run", "-c", cfg, "-log-level", "warn")
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	for got := delivered(); got < int64(n); got = delivered() {
+		select {
+		case err := <-exited:
+			t.Fatalf("pushd exited early: %v\n%s", err, stderr.Bytes())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Since(start) > 5*time.Minute {
+			t.Fatalf("%d of %d delivered after 5 minutes", got, n)
+		}
+	}
+	r := timeReport{delivered: time.Since(start)}
+	// time forwards no signal: SIGTERM goes to its child, pushd.
+	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(children)))
+	if err != nil {
+		t.Fatalf("pushd's pid from %q: %v", children, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("pushd under time: %v\n%s", err, stderr.Bytes())
+	}
+	data, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	field := func(name string) float64 {
+		m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(name) + `: ([0-9.]+)$`).FindSubmatch(data)
+		if m == nil {
+			t.Fatalf("no %q in /usr/bin/time's report:\n%s", name, data)
+		}
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return v
+	}
+	r.user, r.sys = field("User time (seconds)"), field("System time (seconds)")
+	r.rssBytes = field("Maximum resident set size (kbytes)") * 1024
+	return r
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -34,27 +33,9 @@ type modeRow struct {
 // table of modeTable.
 func modeEmulator(t *testing.T) (*emulator.Server, string, string) {
 	t.Helper()
-	ec := emulator.DefaultConfig()
-	ec.TLS = true
-	emu, err := emulator.Start(ec)
-	if err != nil {
-		t.Fatalf("starting the emulator: %v", err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, emu.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	id, err := emu.CreateDataset(workspace, emulator.CreateDatasetRequest{
-		Name: "IoT Telemetry", DefaultMode: "Push",
-		Tables: []emulator.Table{{Name: table, Columns: []emulator.Column{
-			{Name: "DeviceId", DataType: "String"}, {Name: "Ts", DataType: "DateTime"}, {Name: "Seq", DataType: "Int64"},
-		}}},
-	}, emulator.RetentionNone)
-	if err != nil {
-		t.Fatalf("creating the dataset: %v", err)
-	}
-	return emu, ca, id
+	return emulatorWithTable(t, nil, []emulator.Column{
+		{Name: "DeviceId", DataType: "String"}, {Name: "Ts", DataType: "DateTime"}, {Name: "Seq", DataType: "Int64"},
+	})
 }
 
 func modeRows(t *testing.T, emu *emulator.Server, id string) []modeRow {

@@ -55,33 +55,11 @@ const (
 // mutate changes them) holding the aggregated table.
 func aggregateEmulator(t *testing.T, mutate func(*emulator.Config)) (*emulator.Server, string, string) {
 	t.Helper()
-	ec := emulator.DefaultConfig()
-	ec.TLS = true
-	if mutate != nil {
-		mutate(&ec)
-	}
-	emu, err := emulator.Start(ec)
-	if err != nil {
-		t.Fatalf("starting the emulator: %v", err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, emu.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cols := []emulator.Column{
+	return emulatorWithTable(t, mutate, []emulator.Column{
 		{Name: "DeviceId", DataType: "String"}, {Name: "WindowStart", DataType: "DateTime"},
 		{Name: "Readings", DataType: "Int64"}, {Name: "Total", DataType: "Int64"},
 		{Name: "MinV", DataType: "Int64"}, {Name: "MaxV", DataType: "Int64"}, {Name: "AvgV", DataType: "Double"},
-	}
-	id, err := emu.CreateDataset(workspace, emulator.CreateDatasetRequest{
-		Name: "IoT Telemetry", DefaultMode: "Push",
-		Tables: []emulator.Table{{Name: table, Columns: cols}},
-	}, emulator.RetentionNone)
-	if err != nil {
-		t.Fatalf("creating the dataset: %v", err)
-	}
-	return emu, ca, id
+	})
 }
 
 // windowStats is what the test computes itself for one (window, device).

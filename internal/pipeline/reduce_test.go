@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushd/pushd/internal/batcher"
+	"github.com/pushd/pushd/internal/logtest"
 	"github.com/pushd/pushd/internal/pushapi"
 	"github.com/pushd/pushd/internal/reduce"
 	"github.com/pushd/pushd/internal/schema"
@@ -402,30 +402,12 @@ func TestReduceWhenOverloaded(t *testing.T) {
 	<-done
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestOverQuotaWarning: without a reduction, an input above what the quota
 // carries is logged as a warning with the numbers and the fix, once a
 // minute; freshness and rate metrics are kept.
 func TestOverQuotaWarning(t *testing.T) {
 	src := &feedSource{events: make(chan string)}
-	var logs syncBuffer
+	var logs logtest.Buffer
 	reg := prometheus.NewRegistry()
 	m, _ := schema.New(schema.Config{Columns: reduceCols})
 	p, err := New(Options{

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/emulator"
+	"github.com/pushd/pushd/internal/emulator/emulatortest"
 	"github.com/pushd/pushd/internal/pushapi"
 )
 
@@ -35,22 +36,8 @@ func Start(t testing.TB) *Env { return StartWith(t, nil) }
 // StartWith is Start with the emulator's config changed by mutate first.
 func StartWith(t testing.TB, mutate func(*emulator.Config)) *Env {
 	t.Helper()
-	ec := emulator.DefaultConfig()
-	ec.TLS = true
-	if mutate != nil {
-		mutate(&ec)
-	}
-	emu, err := emulator.Start(ec)
-	if err != nil {
-		t.Fatalf("starting emulator: %v", err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "emulator-ca.pem")
-	if err := os.WriteFile(ca, emu.CACertPEM(), 0o600); err != nil {
-		t.Fatalf("writing the emulator's CA: %v", err)
-	}
-	return &Env{Emulator: emu, Dir: dir, CAFile: ca}
+	emu, ca := emulatortest.StartTLS(t, mutate)
+	return &Env{Emulator: emu, Dir: filepath.Dir(ca), CAFile: ca}
 }
 
 // PowerBI is the powerbi and metrics sections of a config pointing at the
