@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pushd/pushd/internal/webui"
@@ -185,24 +184,12 @@ func (s *Server) liveDataset(d *dataset, now int64) LiveDataset {
 // newestRows returns the newest n rows of a table, nil when there is no
 // such table.
 func (s *Server) newestRows(datasetID, name string, n int) *LiveRows {
-	s.mu.RLock()
-	d := s.datasets[strings.ToLower(datasetID)]
-	s.mu.RUnlock()
-	if d == nil {
-		return nil
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	t := d.table(name)
-	if t == nil {
-		return nil
-	}
-	live := t.live()
-	live = live[max(len(live)-n, 0):]
-	out := &LiveRows{Dataset: d.id, Table: t.name, Count: t.count(), Rows: make([]json.RawMessage, len(live))}
-	for i, row := range live {
-		out.Rows[i] = row // rows are immutable once stored
-	}
+	var out *LiveRows
+	s.withTable(datasetID, name, func(d *dataset, t *table) {
+		live := t.live()
+		live = live[max(len(live)-n, 0):]
+		out = &LiveRows{Dataset: d.id, Table: t.name, Count: t.count(), Rows: rawRows(live)}
+	})
 	return out
 }
 

@@ -372,58 +372,59 @@ func (s *Server) lookup(workspace, id string) *dataset {
 	return d
 }
 
-// Rows returns the rows stored in a table, oldest first (nil when the
-// dataset or table does not exist). The slices must not be modified.
-func (s *Server) Rows(datasetID, table string) []json.RawMessage {
+// withTable calls fn with a table of a dataset, under the dataset's lock;
+// it reports false (fn not called) when the dataset or table does not
+// exist.
+func (s *Server) withTable(datasetID, name string, fn func(d *dataset, t *table)) bool {
 	s.mu.RLock()
 	d := s.datasets[strings.ToLower(datasetID)]
 	s.mu.RUnlock()
 	if d == nil {
-		return nil
+		return false
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	t := d.table(table)
+	t := d.table(name)
 	if t == nil {
-		return nil
+		return false
 	}
-	live := t.live()
-	out := make([]json.RawMessage, len(live))
-	for i, r := range live {
+	fn(d, t)
+	return true
+}
+
+// Rows returns the rows stored in a table, oldest first (nil when the
+// dataset or table does not exist). The slices must not be modified.
+func (s *Server) Rows(datasetID, name string) []json.RawMessage {
+	var out []json.RawMessage
+	s.withTable(datasetID, name, func(_ *dataset, t *table) {
+		out = rawRows(t.live())
+	})
+	return out
+}
+
+// rawRows is rows as JSON values, sharing their bytes (rows are immutable
+// once stored).
+func rawRows(rows [][]byte) []json.RawMessage {
+	out := make([]json.RawMessage, len(rows))
+	for i, r := range rows {
 		out[i] = r
 	}
 	return out
 }
 
 // RowCount returns how many rows a table holds (0 when unknown).
-func (s *Server) RowCount(datasetID, table string) int {
-	s.mu.RLock()
-	d := s.datasets[strings.ToLower(datasetID)]
-	s.mu.RUnlock()
-	if d == nil {
-		return 0
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if t := d.table(table); t != nil {
-		return t.count()
-	}
-	return 0
+func (s *Server) RowCount(datasetID, name string) int {
+	n := 0
+	s.withTable(datasetID, name, func(_ *dataset, t *table) { n = t.count() })
+	return n
 }
 
 // Columns returns a table's columns as the emulator holds them, whatever
 // GetTables shows (nil when the dataset or table does not exist).
-func (s *Server) Columns(datasetID, table string) []Column {
-	s.mu.RLock()
-	d := s.datasets[strings.ToLower(datasetID)]
-	s.mu.RUnlock()
-	if d == nil {
-		return nil
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if t := d.table(table); t != nil {
-		return append([]Column(nil), t.schema.def.Columns...)
-	}
-	return nil
+func (s *Server) Columns(datasetID, name string) []Column {
+	var out []Column
+	s.withTable(datasetID, name, func(_ *dataset, t *table) {
+		out = append([]Column(nil), t.schema.def.Columns...)
+	})
+	return out
 }
