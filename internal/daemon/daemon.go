@@ -481,14 +481,20 @@ func (r *running) discard() {
 	}
 }
 
+// targetName is a target's name in its pipeline: its type when it has no
+// name. Logs and metrics label an eventstream target pipeline/name.
+func targetName(tc config.Target) string {
+	if tc.Name == "" {
+		return tc.Type
+	}
+	return tc.Name
+}
+
 // startEventstream makes the j-th target of r's pipeline, a Fabric
 // eventstream, and checks at once that it connects, authenticates and sees
 // its topic: a wrong connection string stops pushd at start, not later.
 func (r *running) startEventstream(ctx context.Context, tc config.Target, log *slog.Logger, m *eventstream.Metrics) (pipeline.TargetOptions, error) {
-	name := tc.Name
-	if name == "" {
-		name = tc.Type
-	}
+	name := targetName(tc)
 	es, err := eventstream.New(tc.FabricEventstream, eventstream.Options{
 		Name: r.cfg.Name + "/" + name, Logger: log.With("component", "eventstream"), Metrics: m,
 	})

@@ -80,9 +80,37 @@ func (d *Daemon) Reload(ctx context.Context, cfg *config.Config) error {
 		d.log.Warn("config reload cut short: pushd is stopping; the drained pipelines are not started again")
 		return errors.New("config not fully reloaded: pushd is stopping")
 	}
+	d.forgetRemoved(plan, cfg)
 	err := d.startPlan(runCtx, cfg, plan)
 	d.log.Info("config reloaded", plan.summary()...)
 	return err
+}
+
+// forgetRemoved deletes the metric series of the pipelines the reload
+// removed, which would otherwise report their last values until pushd
+// exits. A Kafka group's series go only when no pipeline of cfg reads it.
+func (d *Daemon) forgetRemoved(plan reloadPlan, cfg *config.Config) {
+	groups := map[string]bool{}
+	for _, pc := range cfg.Pipelines {
+		if pc.Source.Type == source.TypeKafka {
+			groups[pc.Source.Kafka.GroupID] = true
+		}
+	}
+	for _, r := range plan.drain {
+		if plan.changed[r.cfg.Name] {
+			continue
+		}
+		d.deps.pl.Forget(r.cfg.Name)
+		d.deps.dl.Forget(r.cfg.Name)
+		for _, tc := range r.cfg.Targets {
+			if tc.Type == config.TargetFabricEventstream {
+				d.deps.es.Forget(r.cfg.Name + "/" + targetName(tc))
+			}
+		}
+		if r.cfg.Source.Type == source.TypeKafka && !groups[r.cfg.Source.Kafka.GroupID] {
+			d.deps.kafka.Forget(r.cfg.Source.Kafka.GroupID)
+		}
+	}
 }
 
 // refuse returns why cfg cannot be applied in place, logged at error, or

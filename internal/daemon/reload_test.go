@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/emulator"
 	"github.com/pushd/pushd/internal/logtest"
@@ -78,6 +79,26 @@ func startDaemon(t *testing.T, ctx context.Context, cfg *config.Config, logs io.
 		done <- res
 	}()
 	return <-ready, done
+}
+
+// seriesLabelled counts the series of reg whose label name is value.
+func seriesLabelled(t *testing.T, reg *prometheus.Registry, name, value string) int {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == name && l.GetValue() == value {
+					n++
+				}
+			}
+		}
+	}
+	return n
 }
 
 // wantOnce fails unless table holds seq 1..n exactly once each.
@@ -305,6 +326,10 @@ func TestReloadAddsAndRemovesPipelines(t *testing.T) {
 	addrA, addrB := d.HTTPSourceAddr("a"), d.HTTPSourceAddr("b")
 	post(t, addrA, 1, 50)
 	post(t, addrB, 1, 50)
+	waitFor(t, "b's rows to land", func() bool { return d.list()[1].p.Stats().RowsAccepted == 50 })
+	if n := seriesLabelled(t, d.reg, "pipeline", "b"); n == 0 {
+		t.Fatal("no series labelled pipeline=b before its removal")
+	}
 
 	// A table the dataset has not: Power BI cannot add one to a push
 	// dataset, so the reload is refused before anything stops.
@@ -324,6 +349,14 @@ func TestReloadAddsAndRemovesPipelines(t *testing.T) {
 	if conn, err := net.Dial("tcp", addrB); err == nil {
 		conn.Close()
 		t.Fatalf("b's address %s still accepts connections after its removal", addrB)
+	}
+	// A removed pipeline's series go (its gauges would report their last
+	// values until exit); the others' stay.
+	if n := seriesLabelled(t, d.reg, "pipeline", "b"); n != 0 {
+		t.Fatalf("%d series labelled pipeline=b after its removal, want none", n)
+	}
+	if n := seriesLabelled(t, d.reg, "pipeline", "a"); n == 0 {
+		t.Fatal("the series of a, which was kept, went with b's")
 	}
 	post(t, addrA, 51, 50)
 	post(t, d.HTTPSourceAddr("c"), 1, 50)

@@ -440,6 +440,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Forget deletes the series of a pipeline that no longer runs (removed by
+// a reload).
+func (m *Metrics) Forget(pipeline string) {
+	if m != nil {
+		m.rows.DeletePartialMatch(prometheus.Labels{"pipeline": pipeline})
+	}
+}
+
 func (m *Metrics) entry(pipeline, kind string) {
 	if m == nil {
 		return

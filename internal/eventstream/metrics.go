@@ -42,6 +42,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Forget deletes the series of a target that no longer runs (its pipeline
+// removed by a reload).
+func (m *Metrics) Forget(target string) {
+	if m == nil {
+		return
+	}
+	l := prometheus.Labels{"target": target}
+	for _, v := range []*prometheus.MetricVec{m.messages.MetricVec, m.bytes.MetricVec, m.retries.MetricVec,
+		m.throttled.MetricVec, m.duration.MetricVec} {
+		v.DeletePartialMatch(l)
+	}
+}
+
 // targetMetrics are one target's series, looked up once.
 type targetMetrics struct {
 	accepted, rejected, failed prometheus.Counter

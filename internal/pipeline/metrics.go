@@ -74,6 +74,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Forget deletes the series of a pipeline that no longer runs (removed by
+// a reload), so that its gauges do not report their last values forever.
+func (m *Metrics) Forget(pipeline string) {
+	if m == nil {
+		return
+	}
+	l := prometheus.Labels{"pipeline": pipeline}
+	for _, v := range []*prometheus.MetricVec{m.eventsRead.MetricVec, m.freshness.MetricVec, m.unacked.MetricVec,
+		m.inputRate.MetricVec, m.quotaRate.MetricVec, m.reduceEvents.MetricVec, m.reduceRows.MetricVec,
+		m.reduceLate.MetricVec, m.reduceEarly.MetricVec, m.reduceGroups.MetricVec, m.reduceActive.MetricVec} {
+		v.DeletePartialMatch(l)
+	}
+}
+
 // eventsCounter returns the pipeline's events-read counter, looked up once
 // rather than per event.
 func (m *Metrics) eventsCounter(pipeline string) prometheus.Counter {

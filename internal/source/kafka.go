@@ -758,6 +758,20 @@ func NewKafkaMetrics(reg prometheus.Registerer) *KafkaMetrics {
 	return m
 }
 
+// Forget deletes the series of a consumer group that no pipeline of the
+// process reads any more (its pipeline removed by a reload), its per-partition
+// gauges included.
+func (m *KafkaMetrics) Forget(group string) {
+	if m == nil {
+		return
+	}
+	l := prometheus.Labels{"group": group}
+	for _, v := range []*prometheus.MetricVec{m.messages.MetricVec, m.ackErrors.MetricVec, m.fetchErrors.MetricVec,
+		m.commits.MetricVec, m.commitErrors.MetricVec, m.unacked.MetricVec, m.committed.MetricVec, m.lag.MetricVec} {
+		v.DeletePartialMatch(l)
+	}
+}
+
 // minShare is the share of a member with no partition: it still sends the
 // events it read before the rebalance, at one request per window.
 const minShare = 1e-9
