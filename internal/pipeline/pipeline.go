@@ -82,9 +82,10 @@ type Options struct {
 	DeadLetter DeadLetter
 	// MaxUnacked bounds the events read but not yet acked (default 5,000).
 	MaxUnacked int
-	// Senders is the number of batches sent at once (default 5, Power BI's
-	// in-flight limit per dataset; the pushapi limiter enforces the limit,
-	// this only needs to be enough to use it).
+	// Senders is the number of requests the target made of Sender and
+	// Target sends at once (default 5, Power BI's in-flight limit per
+	// dataset; the pushapi limiter enforces the limit, this only needs to
+	// be enough to use it). Each of Targets has its own.
 	Senders int
 	// ShutdownTimeout bounds sending after the run context ends
 	// (default 30s).
