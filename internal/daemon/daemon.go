@@ -7,6 +7,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -123,6 +124,7 @@ type Daemon struct {
 
 type running struct {
 	cfg     config.Pipeline
+	files   [sha256.Size]byte // filesDigest of cfg when it was built
 	target  pushapi.Target
 	streams []*eventstream.Target // the pipeline's fabric_eventstream targets
 	src     source.Source
@@ -317,7 +319,7 @@ type pipelineDeps struct {
 // buildPipeline builds the i-th pipeline of the config. On error the
 // returned pipeline holds what was made so far (discard releases it).
 func (d *Daemon) buildPipeline(ctx context.Context, i int, pc config.Pipeline) (*running, error) {
-	r := &running{cfg: pc}
+	r := &running{cfg: pc, files: filesDigest(pc)}
 	targets, err := d.buildTargets(ctx, r, fmt.Sprintf("pipelines[%d] (%s)", i, pc.Name))
 	if err != nil {
 		return r, err

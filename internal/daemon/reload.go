@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 
@@ -267,7 +269,7 @@ func planReload(current []*running, next []config.Pipeline) reloadPlan {
 		case r == nil:
 			p.kind["added"] = append(p.kind["added"], pc.Name)
 			p.build = append(p.build, pc.Name)
-		case reflect.DeepEqual(r.cfg, pc):
+		case reflect.DeepEqual(r.cfg, pc) && r.files == filesDigest(pc):
 			p.kind["unchanged"] = append(p.kind["unchanged"], pc.Name)
 			p.keep[pc.Name] = r
 		default:
@@ -285,6 +287,27 @@ func planReload(current []*running, next []config.Pipeline) reloadPlan {
 		}
 	}
 	return p
+}
+
+// filesDigest digests the files a pipeline's config names by path and
+// reads only when the pipeline starts (its Kafka source's TLS CA,
+// certificate and key), so that a reload notices one changed in place (a
+// rotated certificate) and restarts the pipeline. A file that cannot be
+// read counts as empty: starting the pipeline says why.
+func filesDigest(pc config.Pipeline) [sha256.Size]byte {
+	h := sha256.New()
+	if pc.Source.Type == source.TypeKafka {
+		t := pc.Source.Kafka.TLS
+		for _, name := range []string{t.CAFile, t.CertFile, t.KeyFile} {
+			var data []byte
+			if name != "" {
+				data, _ = os.ReadFile(name)
+			}
+			fmt.Fprintf(h, "%d:", len(data))
+			h.Write(data)
+		}
+	}
+	return [sha256.Size]byte(h.Sum(nil))
 }
 
 // building reports the pipelines the plan builds.

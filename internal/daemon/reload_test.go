@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/pushd/pushd/internal/config"
 	"github.com/pushd/pushd/internal/emulator"
 	"github.com/pushd/pushd/internal/logtest"
+	"github.com/pushd/pushd/internal/source"
 )
 
 // twoHTTPPipelines is a config with pipelines a and b, each an HTTP source
@@ -456,5 +458,30 @@ func TestDatasetLimitsDifferUnderTwoNames(t *testing.T) {
 	_, err := Run(ctx, Options{Config: cfg})
 	if err == nil || !strings.Contains(err.Error(), "pipelines[1] (b).limits: differ from those dataset "+id+" already runs with") {
 		t.Fatalf("Run = %v, want b's limits refused", err)
+	}
+}
+
+// TestReloadNoticesAFileChangedInPlace: a Kafka pipeline whose TLS
+// certificate file was rewritten under the same path (a rotation) counts
+// as changed, so a reload restarts it with the new certificate; with the
+// same content it stays unchanged.
+func TestReloadNoticesAFileChangedInPlace(t *testing.T) {
+	dir := t.TempDir()
+	cert := filepath.Join(dir, "client.pem")
+	if err := os.WriteFile(cert, []byte("certificate 1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pc := config.Pipeline{Name: "k"}
+	pc.Source.Type = source.TypeKafka
+	pc.Source.Kafka.TLS = source.TLSConfig{Enabled: true, CertFile: cert, KeyFile: filepath.Join(dir, "missing.key")}
+	current := []*running{{cfg: pc, files: filesDigest(pc)}}
+	if plan := planReload(current, []config.Pipeline{pc}); len(plan.kind["unchanged"]) != 1 {
+		t.Fatalf("same files: plan %v, want k unchanged", plan.kind)
+	}
+	if err := os.WriteFile(cert, []byte("certificate 2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if plan := planReload(current, []config.Pipeline{pc}); len(plan.kind["changed"]) != 1 || !plan.changed["k"] {
+		t.Fatalf("rotated certificate: plan %v, want k changed", plan.kind)
 	}
 }
