@@ -363,7 +363,7 @@ func FuzzKafkaRecord(f *testing.F) {
 		}
 		k := &Kafka{tracker: newOffsetTracker(), log: slog.New(slog.DiscardHandler), sem: make(chan struct{}, 1)}
 		k.sem <- struct{}{} // as Read takes it
-		ev, ack, err := k.event(msg)
+		ev, ack, err := k.event(&msg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,10 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,18 +32,18 @@ import (
 //
 // # Rebalances
 //
-// kafka-go's Reader runs the group protocol itself and tells its user of an
-// assignment only in a log line (which groupState reads, for Ready and for
-// the member's quota share, KafkaOptions.OnShare), so this is what happens
-// on a rebalance (read from kafka-go v0.4.51 reader.go and
-// consumergroup.go); in particular nothing is committed at a rebalance
-// beyond the commits already queued:
+// kafka-go's ConsumerGroup runs the group protocol; the source follows its
+// generations (kafka_fetch.go): each one's assignment goes to groupState
+// (for Ready, Partitions and the member's quota share, KafkaOptions.OnShare)
+// and each assigned partition gets a fetcher. This is what happens on a
+// rebalance (read from kafka-go v0.4.51 consumergroup.go); in particular
+// nothing is committed at a rebalance beyond the commits already under way:
 //
 //   - The generation ends when a heartbeat returns REBALANCE_IN_PROGRESS (or
-//     fails). The Reader stops its partition readers and drops the records it
-//     had buffered but not yet returned; commits queued at that moment are
-//     sent with the old generation id, which the broker accepts while the
-//     group prepares the rebalance.
+//     fails). Its fetchers stop, and the records fetched but not yet
+//     returned by Read are dropped; a commit already sent completes with the
+//     old generation id, which the broker accepts while the group prepares
+//     the rebalance.
 //   - The member rejoins, gets its new assignment and fetches the group's
 //     committed offsets; each assigned partition restarts there. Records
 //     this process fetched after that offset come again: their earlier
@@ -65,11 +63,13 @@ import (
 // # Backpressure
 //
 // At most KafkaOptions.MaxUnacked events are out unacknowledged; Read blocks
-// while that many are, so fetching stops (kafka-go's Reader buffers at most
-// its queue capacity, 100 records, plus one fetch of MaxBytes per partition)
+// while that many are, so fetching stops (at most KafkaOptions.QueueCapacity
+// records wait for Read, plus a run of 256 per partition and the unread
+// rest of one fetch of MaxBytes per partition in its connection's buffers)
 // and the group's lag grows instead of memory.
 type Kafka struct {
-	reader  *kafka.Reader
+	cg      *kafka.ConsumerGroup
+	queue   *runQueue
 	tracker *offsetTracker
 	log     *slog.Logger
 	metrics *KafkaMetrics
@@ -78,6 +78,18 @@ type Kafka struct {
 
 	// sem holds one token per unacknowledged event.
 	sem chan struct{}
+
+	// genSeq numbers the generations this member took part in (the
+	// fetchers' runs carry it); gen is the current one, nil while the
+	// group rebalances, and genReady is closed once there is one.
+	genSeq   atomic.Uint64
+	genMu    sync.Mutex
+	gen      *kafka.Generation
+	genReady chan struct{}
+
+	// Fetch settings (see KafkaConfig).
+	minBytes, maxBytes int
+	maxWait            time.Duration
 
 	commitInterval time.Duration
 	commitTimeout  time.Duration
@@ -115,6 +127,8 @@ type Kafka struct {
 	partitionCounts map[string]int
 
 	closing   chan struct{} // closed when Close starts
+	groupStop context.CancelFunc
+	groupDone chan struct{} // closed when runGroup returns
 	loopStop  context.CancelFunc
 	loopDone  chan struct{}
 	closeOnce sync.Once
@@ -161,7 +175,8 @@ type KafkaOptions struct {
 	// (default 30s; negative turns it off, leaving the lag as seen in
 	// fetches). Only used with Metrics.
 	LagInterval time.Duration
-	// QueueCapacity is kafka-go's internal record queue (default 100).
+	// QueueCapacity bounds the records fetched and waiting for Read, in
+	// runs of up to 256 (default 1024; at least one run).
 	QueueCapacity int
 	// OnShare, when set, is called after every rebalance with the share
 	// (0 < share <= 1) of all partitions of the configured topics assigned
@@ -212,20 +227,23 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		TLS:           tlsConfig,
 		SASLMechanism: mechanism,
 	}
+	if opts.QueueCapacity <= 0 {
+		opts.QueueCapacity = 4 * fetchRun
+	}
+	if opts.JoinGroupBackoff <= 0 {
+		opts.JoinGroupBackoff = 5 * time.Second
+	}
 	group := cfg.GroupID
 	state := &groupState{assigned: make(chan int, 1), parts: &assignment{}}
-	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:           cfg.Brokers,
-		GroupID:           group,
-		GroupTopics:       cfg.Topics,
-		Dialer:            dialer,
-		QueueCapacity:     opts.QueueCapacity,
-		MinBytes:          cfg.MinBytes,
-		MaxBytes:          cfg.MaxBytes,
-		MaxWait:           cfg.MaxWait,
-		ReadLagInterval:   -1, // not available with groups; lag comes from the tracker
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:      group,
+		Brokers: cfg.Brokers,
+		Dialer:  dialer,
+		Topics:  cfg.Topics,
+		// kafka-go's Reader's balancers, so that members of older pushd
+		// versions and this one agree in one group.
+		GroupBalancers:    []kafka.GroupBalancer{kafka.RangeGroupBalancer{}, kafka.RoundRobinGroupBalancer{}},
 		HeartbeatInterval: opts.HeartbeatInterval,
-		CommitInterval:    0, // synchronous: this source commits per interval itself
 		SessionTimeout:    cfg.SessionTimeout,
 		RebalanceTimeout:  cfg.RebalanceTimeout,
 		JoinGroupBackoff:  opts.JoinGroupBackoff,
@@ -233,9 +251,18 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		Logger:            kafkaLogger(log, slog.LevelDebug, group, state.observe),
 		ErrorLogger:       kafkaLogger(log, slog.LevelWarn, group, state.observe),
 	})
+	if err != nil {
+		return nil, fmt.Errorf("kafka source: consumer group %s: %w", group, err)
+	}
 	loopCtx, loopStop := context.WithCancel(context.Background())
+	groupCtx, groupStop := context.WithCancel(context.Background())
 	k := &Kafka{
-		reader:          reader,
+		cg:              cg,
+		queue:           newRunQueue(opts.QueueCapacity),
+		genReady:        make(chan struct{}),
+		minBytes:        cfg.MinBytes,
+		maxBytes:        cfg.MaxBytes,
+		maxWait:         cfg.MaxWait,
 		tracker:         newOffsetTracker(),
 		log:             log.With("group", group),
 		metrics:         opts.Metrics,
@@ -253,6 +280,8 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		topicNames:      cfg.Topics,
 		partitionCounts: make(map[string]int),
 		closing:         make(chan struct{}),
+		groupStop:       groupStop,
+		groupDone:       make(chan struct{}),
 		loopStop:        loopStop,
 		loopDone:        make(chan struct{}),
 	}
@@ -272,55 +301,41 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 	k.lagClient = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: k.transport}
 	k.lagRefresh = opts.Metrics != nil && opts.LagInterval > 0
 	go k.loop(loopCtx)
+	go k.runGroup(groupCtx)
 	return k, nil
 }
 
 // Read returns the next record as an event. It blocks while MaxUnacked
 // events are unacknowledged, and until a record arrives or ctx ends. Fetch
-// errors are logged and retried (kafka-go reconnects and rejoins by itself).
-// After Close, Read returns an error wrapping ErrEndOfInput.
+// errors are logged and retried by the partition's fetcher (which connects
+// again; the group rejoins by itself). After Close, Read returns an error
+// wrapping ErrEndOfInput.
 func (k *Kafka) Read(ctx context.Context) (Event, Ack, error) {
-	for {
+	select {
+	case <-k.closing:
+		return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
+	default:
+	}
+	select {
+	case k.sem <- struct{}{}: // the common case, without a three-way select
+	default:
 		select {
+		case k.sem <- struct{}{}:
+		case <-ctx.Done():
+			return Event{}, nil, ctx.Err()
 		case <-k.closing:
 			return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
-		default:
 		}
-		select {
-		case k.sem <- struct{}{}: // the common case, without a three-way select
-		default:
-			select {
-			case k.sem <- struct{}{}:
-			case <-ctx.Done():
-				return Event{}, nil, ctx.Err()
-			case <-k.closing:
-				return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
-			}
-		}
-		msg, err := k.reader.FetchMessage(ctx)
-		if err != nil {
-			<-k.sem
-			if ctx.Err() != nil {
-				return Event{}, nil, ctx.Err()
-			}
-			if errors.Is(err, io.EOF) {
-				return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
-			}
-			k.state.failed(err.Error())
-			k.log.Warn("kafka fetch failed, retrying", "err", err)
-			if m := k.metrics; m != nil {
-				m.fetchErrors.WithLabelValues(k.group).Inc()
-			}
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
-				return Event{}, nil, ctx.Err()
-			case <-k.closing:
-			}
-			continue
-		}
-		return k.event(msg)
 	}
+	msg, err := k.nextRecord(ctx)
+	if err != nil {
+		<-k.sem
+		if ctx.Err() != nil {
+			return Event{}, nil, ctx.Err()
+		}
+		return Event{}, nil, fmt.Errorf("kafka source closed: %w", ErrEndOfInput)
+	}
+	return k.event(msg)
 }
 
 // event tracks msg and turns it into an event with its ack.
@@ -330,7 +345,7 @@ type kafkaRecord struct {
 	pending pendingOffset
 }
 
-func (k *Kafka) event(msg kafka.Message) (Event, Ack, error) {
+func (k *Kafka) event(msg *kafka.Message) (Event, Ack, error) {
 	// One allocation holds the record's metadata and its place in the
 	// offset tracker; the ack closure keeps only that.
 	rec := &kafkaRecord{meta: Metadata{
@@ -441,12 +456,20 @@ func (k *Kafka) commit(ctx context.Context) error {
 	if len(points) == 0 {
 		return nil
 	}
-	msgs := make([]kafka.Message, len(points))
-	for i, p := range points {
-		// kafka-go commits a message's offset + 1: the next one to read.
-		msgs[i] = kafka.Message{Topic: p.topic, Partition: p.partition, Offset: p.next - 1}
+	offsets := make(map[string]map[int]int64)
+	for _, p := range points {
+		if offsets[p.topic] == nil {
+			offsets[p.topic] = make(map[int]int64)
+		}
+		offsets[p.topic][p.partition] = p.next // the next offset to read
 	}
-	if err := k.reader.CommitMessages(ctx, msgs...); err != nil {
+	gen, err := k.generation(ctx)
+	if err != nil {
+		err = fmt.Errorf("waiting for the group to rebalance: %w", err)
+	} else {
+		err = gen.CommitOffsets(offsets)
+	}
+	if err != nil {
 		if m := k.metrics; m != nil {
 			m.commitErrors.WithLabelValues(k.group).Inc()
 		}
@@ -521,18 +544,31 @@ func (k *Kafka) Close(ctx context.Context) error {
 		k.loopStop()
 		<-k.loopDone
 		var errs []error
-		if err := k.commit(ctx); err != nil {
+		// The final commit is tried three times, as kafka-go's Reader
+		// tried each commit: what it misses comes again after a restart.
+		err := k.commit(ctx)
+		for attempt := 1; err != nil && attempt < 3 && sleepCtx(ctx, backoffFor(attempt)); attempt++ {
+			err = k.commit(ctx)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("final commit: %w", err))
 		}
+		// Leaving the group ends the generation, which waits for the
+		// partitions' fetchers to stop.
+		k.groupStop()
 		done := make(chan error, 1)
-		go func() { done <- k.reader.Close() }()
+		go func() {
+			err := k.cg.Close()
+			<-k.groupDone
+			done <- err
+		}()
 		select {
 		case err := <-done:
 			if err != nil {
-				errs = append(errs, fmt.Errorf("closing kafka reader of group %s: %w", k.group, err))
+				errs = append(errs, fmt.Errorf("leaving kafka group %s: %w", k.group, err))
 			}
 		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("closing kafka reader of group %s: %w", k.group, ctx.Err()))
+			errs = append(errs, fmt.Errorf("leaving kafka group %s: %w", k.group, ctx.Err()))
 		}
 		if k.transport != nil {
 			k.transport.CloseIdleConnections()
@@ -561,10 +597,11 @@ func (k *Kafka) Ready() error {
 	return fmt.Errorf("kafka group %s: joining, no partitions assigned yet", k.group)
 }
 
-// groupState follows the group membership for Ready. kafka-go's Reader has
-// no callback for assignments or group errors, but it logs both, so the
-// source's loggers feed this (the formats are kafka-go v0.4.51's, from
-// reader.go and consumergroup.go; TestKafkaReady notices when they change).
+// groupState follows the group membership for Ready and Partitions: the
+// source tells it each generation's assignment (assign); kafka-go's
+// ConsumerGroup reports its failures only in log lines, so the source's
+// loggers feed those to observe (the formats are kafka-go v0.4.51's, from
+// consumergroup.go; TestKafkaReady notices when they change).
 type groupState struct {
 	// assigned carries the count of partitions of each new assignment
 	// (the latest only) to the source's loop.
@@ -578,27 +615,23 @@ type groupState struct {
 	lastErr atomic.Pointer[string]
 }
 
-// observe reads one kafka-go log call: the start of a generation's
-// assignment, or a failed attempt to join the group.
-func (s *groupState) observe(format string, args []any) {
-	if strings.HasPrefix(format, "subscribed to topics and partitions") {
-		s.join()
-		// The argument is the assignment: a map keyed by topic and
-		// partition (kafka-go's unexported type) of start offsets.
-		if len(args) == 1 && s.parts != nil {
-			s.parts.set(parseAssignment(args[0]))
-		}
-		if len(args) == 1 && s.assigned != nil {
-			if v := reflect.ValueOf(args[0]); v.Kind() == reflect.Map {
-				select {
-				case <-s.assigned: // a newer assignment replaces one not yet seen
-				default:
-				}
-				s.assigned <- v.Len()
-			}
-		}
-		return
+// assign records a new generation's assignment: the member is joined.
+func (s *groupState) assign(parts []assignedPartition) {
+	s.join()
+	if s.parts != nil {
+		s.parts.set(parts, true)
 	}
+	if s.assigned != nil {
+		select {
+		case <-s.assigned: // a newer assignment replaces one not yet seen
+		default:
+		}
+		s.assigned <- len(parts)
+	}
+}
+
+// observe reads one kafka-go log call: a failed attempt to join the group.
+func (s *groupState) observe(format string, args []any) {
 	for _, prefix := range [...]string{
 		"Unable to establish connection to consumer group coordinator",
 		"Failed to join group",

@@ -9,12 +9,13 @@ import (
 // readDeadlineSlack is added to every read deadline kafka-go sets on a
 // connection of the Kafka source.
 //
-// kafka-go's Reader sets a fetch's read deadline to max_wait after it sends
-// the fetch, and asks the broker to answer within max_wait less a round-trip
+// The source's fetchers (kafka_fetch.go, as kafka-go's Reader did) set a
+// fetch's read deadline to max_wait after they send the fetch, and kafka-go
+// asks the broker to answer within max_wait less a round-trip
 // allowance of a quarter of max_wait (at most 1s): 25ms with max_wait 100ms,
 // 125ms with the default 500ms. An answer later than that — a broker far
 // away or busy, or pushd's own pod throttled by its CPU limit — fails the
-// read with "i/o timeout"; the Reader closes the connection, waits, dials
+// read with "i/o timeout"; the fetcher closes the connection, waits, dials
 // again and fetches again, so a slow answer can stall the source entirely.
 // With the slack a slow answer is read; a connection that is really dead is
 // still given up, 2s later than kafka-go alone would.

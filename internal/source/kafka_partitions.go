@@ -2,8 +2,6 @@ package source
 
 import (
 	"context"
-	"reflect"
-	"sort"
 	"sync"
 	"time"
 
@@ -59,35 +57,6 @@ func (a *assignment) set(parts []assignedPartition, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.known, a.parts = true, parts
-}
-
-// parseAssignment reads kafka-go's map[topicPartition]int64 of start offsets
-// (an unexported key type of two fields: topic string, partition int32).
-func parseAssignment(arg any) ([]assignedPartition, bool) {
-	v := reflect.ValueOf(arg)
-	if v.Kind() != reflect.Map || v.Type().Key().Kind() != reflect.Struct || v.Type().Key().NumField() != 2 ||
-		v.Type().Elem().Kind() != reflect.Int64 {
-		return nil, false
-	}
-	kt := v.Type().Key()
-	if kt.Field(0).Type.Kind() != reflect.String || !kt.Field(1).Type.ConvertibleTo(reflect.TypeFor[int64]()) {
-		return nil, false
-	}
-	parts := make([]assignedPartition, 0, v.Len())
-	for it := v.MapRange(); it.Next(); {
-		key := it.Key()
-		parts = append(parts, assignedPartition{
-			topicPartition: topicPartition{topic: key.Field(0).String(), partition: int(key.Field(1).Int())},
-			start:          it.Value().Int(), first: -1, end: -1,
-		})
-	}
-	sort.Slice(parts, func(i, j int) bool {
-		if parts[i].topic != parts[j].topic {
-			return parts[i].topic < parts[j].topic
-		}
-		return parts[i].partition < parts[j].partition
-	})
-	return parts, true
 }
 
 // Partitions returns the assigned partitions with the records waiting in
