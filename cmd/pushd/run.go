@@ -197,15 +197,28 @@ func reloadFile(ctx context.Context, d *daemon.Daemon, path string, override fun
 // up to max_unacked_events, about 1 KiB each with their rows and trackers,
 // plus a fixed base), so without a soft limit the garbage collector would
 // let the heap grow to twice that before collecting.
+//
+// A fabric_eventstream target adds nothing of its own: kafka-go encodes
+// each produce request into pooled pages and puts them back as soon as the
+// request is written, before the broker answers, so what it holds at most
+// is one copy of the rows being written, which are rows of unacked events
+// and within their share. (The limit once added max_in_flight ×
+// batch.max_bytes, as if every request were held whole for its round trip:
+// 5 MiB that only raised the heap goal, and the peak RSS with it.)
 const (
 	memoryBase     = 16 << 20
 	memoryPerEvent = 2 << 10
-	// memoryPerProduceByte: a fabric_eventstream target holds up to
-	// max_in_flight produce requests of batch.max_bytes encoded (kafka-go
-	// encodes each into its pooled pages); the rows themselves are the
-	// events' and counted with them.
-	memoryPerProduceByte = 1
 )
+
+// softMemoryLimit is the soft memory limit for cfg: the fixed base plus a
+// share per event each pipeline may hold unacked.
+func softMemoryLimit(cfg *config.Config) int64 {
+	limit := int64(memoryBase)
+	for _, p := range cfg.Pipelines {
+		limit += int64(p.MaxUnackedEvents) * memoryPerEvent
+	}
+	return limit
+}
 
 // memoryLimit sets Go's soft memory limit from the config's bounds unless
 // GOMEMLIMIT is set: the heap is then collected before garbage doubles it,
@@ -216,14 +229,7 @@ func memoryLimit(cfg *config.Config) (int64, bool) {
 	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
 		return 0, false
 	}
-	limit := int64(memoryBase)
-	for _, p := range cfg.Pipelines {
-		limit += int64(p.MaxUnackedEvents) * memoryPerEvent
-		for _, t := range p.Targets {
-			es := t.FabricEventstream
-			limit += int64(es.MaxInFlight) * int64(es.Batch.MaxBytes) * memoryPerProduceByte
-		}
-	}
+	limit := softMemoryLimit(cfg)
 	debug.SetMemoryLimit(limit)
 	return limit, true
 }
