@@ -476,3 +476,71 @@ func TestRecordErrors(t *testing.T) {
 		t.Errorf("%d messages, want the 4 others", n)
 	}
 }
+
+// TestSendReusesItsRowBuffers: a batch's per-row buffers (errors and
+// indexes, 24 bytes a row) serve the next batches instead of becoming
+// garbage, and at most max_in_flight of them are kept.
+func TestSendReusesItsRowBuffers(t *testing.T) {
+	e := start(t, 2)
+	cfg := e.Config()
+	cfg.MaxInFlight = 3
+	tg := newTarget(t, cfg, nil)
+	if n, _ := eventstream.SpareBuffers(tg); n != 0 {
+		t.Fatalf("%d spare buffers before any Send", n)
+	}
+	batch := rows(1000)
+	for range 3 {
+		if err := tg.Send(t.Context(), batch); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		if n, room := eventstream.SpareBuffers(tg); n != 1 || room != 1000 {
+			t.Fatalf("after a Send: %d spare buffers with room for %d rows, want the batch's 1 for 1000", n, room)
+		}
+	}
+	if err := tg.Send(t.Context(), batch[:10]); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if n, room := eventstream.SpareBuffers(tg); n != 1 || room != 1000 {
+		t.Errorf("after a small batch: %d spare buffers with room for %d rows, want the same 1 for 1000", n, room)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if err := tg.Send(t.Context(), batch); err != nil {
+				t.Errorf("Send: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n, _ := eventstream.SpareBuffers(tg); n < 1 || n > cfg.MaxInFlight {
+		t.Errorf("after 8 concurrent Sends: %d spare buffers, want 1..max_in_flight (%d)", n, cfg.MaxInFlight)
+	}
+	if got, _ := e.Count(t.Context()); got != 3*1000+10+8*1000 {
+		t.Errorf("%d messages, want %d", got, 3*1000+10+8*1000)
+	}
+}
+
+// TestRowErrorsOutliveLaterSends: the errors Send returns as RowErrors are
+// the caller's; reusing their slice for the next batch would turn the
+// failed rows into accepted ones before the pipeline dead-letters them.
+func TestRowErrorsOutliveLaterSends(t *testing.T) {
+	e := start(t, 1)
+	cfg := e.Config()
+	cfg.MaxMessageBytes = 100
+	tg := newTarget(t, cfg, nil)
+	in := rows(3)
+	in[1] = json.RawMessage(`{"big":"` + strings.Repeat("x", 200) + `"}`)
+	err := tg.Send(t.Context(), in)
+	var re eventstream.RowErrors
+	if !errors.As(err, &re) {
+		t.Fatalf("Send = %v, want RowErrors", err)
+	}
+	for range 3 {
+		if err := tg.Send(t.Context(), rows(3)); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	if re.RowError(0) != nil || re.RowError(2) != nil || !errors.Is(re.RowError(1), eventstream.ErrMessageTooLarge) {
+		t.Errorf("after later Sends the first batch's errors read %v, %v, %v; want nil, too large, nil", re.RowError(0), re.RowError(1), re.RowError(2))
+	}
+}

@@ -96,6 +96,52 @@ type Target struct {
 	dialer      *kafka.Dialer
 	sleep       func(ctx context.Context, d time.Duration) error
 	batch       atomic.Uint64 // numbers the batches, for the partition choice
+	spare       spares        // buffers of finished Sends, for the next ones
+}
+
+// spares keeps the per-row buffers of finished Sends (a batch's errors and
+// row indexes, 24 bytes a row: its largest allocations) for the next
+// Sends, at most max_in_flight of them: without it each batch of 1,000
+// rows left 24 KB of garbage, and the collector, which runs at the soft
+// memory limit, ran that much more often.
+type spares struct {
+	mu   sync.Mutex
+	bufs []*sendBuffers
+}
+
+// sendBuffers are the per-row buffers of one Send.
+type sendBuffers struct {
+	errs []error
+	idx  []int
+}
+
+// take returns buffers for n rows: spare ones when they are large enough
+// (errs all nil, idx empty), new ones otherwise.
+func (s *spares) take(n int) *sendBuffers {
+	s.mu.Lock()
+	var b *sendBuffers
+	if k := len(s.bufs); k > 0 {
+		b = s.bufs[k-1]
+		s.bufs[k-1] = nil
+		s.bufs = s.bufs[:k-1]
+	}
+	s.mu.Unlock()
+	if b == nil || cap(b.errs) < n {
+		return &sendBuffers{errs: make([]error, n), idx: make([]int, 0, n)}
+	}
+	return &sendBuffers{errs: b.errs[:n], idx: b.idx[:0]}
+}
+
+// put keeps b for a later Send unless limit of them are kept already. The
+// caller must no longer use b: errs is cleared here, so an error slice
+// Send returned (RowErrors) must never be put.
+func (s *spares) put(b *sendBuffers, limit int) {
+	clear(b.errs)
+	s.mu.Lock()
+	if len(s.bufs) < limit {
+		s.bufs = append(s.bufs, b)
+	}
+	s.mu.Unlock()
 }
 
 // New builds the client for cfg (with defaults from the connection string
@@ -242,8 +288,9 @@ func explain(err error) error {
 // some were, or one error for all.
 func (t *Target) Send(ctx context.Context, rows []json.RawMessage) error {
 	start := time.Now()
-	errs := make([]error, len(rows))
-	b := t.outgoing(rows, errs)
+	bufs := t.spare.take(len(rows))
+	errs := bufs.errs
+	b := t.outgoing(rows, errs, bufs.idx)
 	for attempt := 1; len(b.idx) > 0; attempt++ {
 		last := t.attempt(ctx, b, errs)
 		b.idx = pending(b.idx, errs)
@@ -273,7 +320,13 @@ func (t *Target) Send(ctx context.Context, rows []json.RawMessage) error {
 			break
 		}
 	}
-	return t.outcome(ctx, errs)
+	err := t.outcome(ctx, errs)
+	if _, kept := err.(RowErrors); !kept {
+		// errs is not part of the answer; b.idx never is (the records of a
+		// produce that may still be encoding have their own copy).
+		t.spare.put(&sendBuffers{errs: errs, idx: b.idx}, t.cfg.MaxInFlight)
+	}
+	return err
 }
 
 // outgoing is one Send's batch: its rows, their keys and the rows still to
@@ -287,8 +340,9 @@ type outgoing struct {
 
 // outgoing takes the keys of rows and sets the error of each row that
 // cannot be produced (a bad key, over max_message_bytes).
-func (t *Target) outgoing(rows []json.RawMessage, errs []error) *outgoing {
-	b := &outgoing{rows: rows, idx: make([]int, 0, len(rows)), n: t.batch.Add(1)}
+// idx is an empty slice with room for every row.
+func (t *Target) outgoing(rows []json.RawMessage, errs []error, idx []int) *outgoing {
+	b := &outgoing{rows: rows, idx: idx, n: t.batch.Add(1)}
 	if t.cfg.KeyColumn != "" {
 		b.keys = make([][]byte, len(rows))
 	}
