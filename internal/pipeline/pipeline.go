@@ -384,7 +384,15 @@ func (p *Pipeline) handle(ctx context.Context, b *fanOut, ev source.Event, ack s
 		p.reject(ctx, tr, Rejection{Event: ev, Kind: "source", Rule: "source", Message: ev.Err.Error()})
 		return rows
 	}
-	rows, err := p.opts.Mapper.Map(ev.Data, metaOf(ev), rows)
+	// A reduction that keeps no row (aggregate) gets them in memory that
+	// the next event reuses: no allocation per event for rows read once.
+	reducing := p.stage != nil && p.stage.active.Load()
+	var err error
+	if reducing && p.stage.arena != nil {
+		rows, err = p.opts.Mapper.MapInto(ev.Data, metaOf(ev), rows, p.stage.arena)
+	} else {
+		rows, err = p.opts.Mapper.Map(ev.Data, metaOf(ev), rows)
+	}
 	if err != nil {
 		var me *schema.MappingError
 		if errors.As(err, &me) {
@@ -396,7 +404,7 @@ func (p *Pipeline) handle(ctx context.Context, b *fanOut, ev source.Event, ack s
 		}
 	}
 	p.rowsMapped.Add(int64(len(rows)))
-	if p.stage != nil && p.stage.active.Load() {
+	if reducing {
 		p.stage.add(ctx, b, ev, tr, rows)
 		return rows
 	}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,6 +42,9 @@ type reduceStage struct {
 	seen reduce.Stats // counted into the metrics so far
 	// scratch holds the emissions of add; only the read loop uses it.
 	scratch []reduce.Emission
+	// arena, when the reducer keeps no row, holds the rows of the event
+	// being added (schema.Mapper.MapInto); only the read loop uses it.
+	arena *[]byte
 
 	// newest is the newest event time (Unix ms) of an accepted reduced row.
 	newest atomic.Int64
@@ -52,6 +56,9 @@ type reduceStage struct {
 func newReduceStage(p *Pipeline, r *reduce.Reducer) *reduceStage {
 	cfg := r.Config()
 	st := &reduceStage{p: p, r: r, mode: cfg.Mode}
+	if !r.KeepsRows() {
+		st.arena = new([]byte)
+	}
 	if o, ok := p.opts.Source.(source.OffsetOrdered); ok && o.OffsetOrdered() {
 		st.ordered = true
 	}
@@ -97,7 +104,9 @@ func (st *reduceStage) add(ctx context.Context, b *fanOut, ev source.Event, tr *
 	for i, row := range rows {
 		var err error
 		if out, err = st.r.Add(row, ref, now, out); err != nil {
-			bad = append(bad, refused{i, row, err})
+			// A copy: the row may be in st.arena, which the next event
+			// reuses, and a dead letter may keep what it is given.
+			bad = append(bad, refused{i, bytes.Clone(row), err})
 		}
 	}
 	st.mu.Unlock()

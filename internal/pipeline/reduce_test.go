@@ -236,6 +236,9 @@ func TestReduceLateEventDeadLettered(t *testing.T) {
 		reduceEvent("a", time.Second, 1),
 		reduceEvent("a", 11*time.Second, 2), // the watermark passes 10s: window 0 is emitted
 		reduceEvent("a", 5*time.Second, 3),  // late
+		// Mapped after the late one, into the memory an aggregation's
+		// rows are reused in: the dead letter still gets the late row.
+		reduceEvent("a", 12*time.Second, 4),
 	)
 	dl := &memDeadLetter{}
 	snd := &fakeSender{}
@@ -247,8 +250,8 @@ func TestReduceLateEventDeadLettered(t *testing.T) {
 		t.Fatalf("dead letter %+v, want the late event", dl.got)
 	}
 	r := dl.got[0]
-	if r.Kind != "late" || r.Rule != "late" || r.Event.Where() != "test:2" || len(r.Row) == 0 {
-		t.Errorf("rejection %+v: want kind late, position test:2 and the row", r)
+	if r.Kind != "late" || r.Rule != "late" || r.Event.Where() != "test:2" || !strings.Contains(string(r.Row), `"device":"a"`) || !strings.Contains(string(r.Row), `"v":3`) {
+		t.Errorf("rejection %+v (row %s): want kind late, position test:2 and the row of device a, v 3", r, r.Row)
 	}
 	if err := src.acks[2]; !errors.Is(err, source.ErrDeadLettered) {
 		t.Errorf("late event acked with %v, want ErrDeadLettered", err)

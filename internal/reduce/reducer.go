@@ -124,6 +124,11 @@ func New(cfg Config, cols []schema.Column) (*Reducer, error) {
 // Config returns the configuration the reducer runs.
 func (r *Reducer) Config() Config { return r.cfg }
 
+// KeepsRows reports whether the reduction keeps rows given to Add (latest
+// and sample emit them as they came). When it does not (aggregate), the
+// caller may reuse a row's memory once Add returned.
+func (r *Reducer) KeepsRows() bool { return r.cfg.Mode != ModeAggregate }
+
 // Add folds row (made by the schema's mapper from the event ref) in; now is
 // the arrival time in Unix milliseconds. It appends to out the emissions the
 // row completes (a window closed by the watermark, groups over max_groups).

@@ -39,3 +39,33 @@ func BenchmarkMap(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// BenchmarkMapInto is BenchmarkMap writing each event's rows into one
+// reused arena, as the pipeline does for an aggregation.
+func BenchmarkMapInto(b *testing.B) {
+	cfg, err := schematest.TelemetryConfig()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := schema.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	events := schematest.TelemetryEvents()
+	var bytesIn int64
+	for _, e := range events {
+		bytesIn += int64(len(e))
+	}
+	arena := new([]byte)
+	var rows []json.RawMessage
+	b.SetBytes(bytesIn / int64(len(events)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		rows, err = m.MapInto(events[i%len(events)], nil, rows[:0], arena)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}

@@ -174,7 +174,17 @@ const maxPooledBuf = 1 << 20
 func (m *Mapper) Map(event []byte, meta Meta, rows []json.RawMessage) ([]json.RawMessage, error) {
 	st := m.pool.Get().(*state)
 	defer m.release(st)
-	return m.mapEvent(st, event, meta, rows)
+	return m.mapEvent(st, event, meta, rows, nil)
+}
+
+// MapInto is Map writing the rows into *arena, which it reuses (growing it
+// when needed), instead of a new allocation per event: the rows are valid
+// only until the next use of the same arena. It is for a stage that reads
+// each row at once and keeps nothing of it (an aggregation).
+func (m *Mapper) MapInto(event []byte, meta Meta, rows []json.RawMessage, arena *[]byte) ([]json.RawMessage, error) {
+	st := m.pool.Get().(*state)
+	defer m.release(st)
+	return m.mapEvent(st, event, meta, rows, arena)
 }
 
 // Preview is Map for people: a failed object's Failures name every column
@@ -184,10 +194,12 @@ func (m *Mapper) Preview(event []byte, meta Meta) ([]json.RawMessage, error) {
 	st := m.pool.Get().(*state)
 	defer m.release(st)
 	st.every = true
-	return m.mapEvent(st, event, meta, nil)
+	return m.mapEvent(st, event, meta, nil, nil)
 }
 
-func (m *Mapper) mapEvent(st *state, event []byte, meta Meta, rows []json.RawMessage) ([]json.RawMessage, error) {
+// mapEvent maps event into rows: into *arena when it is given, else into
+// a new allocation.
+func (m *Mapper) mapEvent(st *state, event []byte, meta Meta, rows []json.RawMessage, arena *[]byte) ([]json.RawMessage, error) {
 	s := &st.scan
 	s.data, s.pos, s.depth = event, 0, 0
 	st.buf, st.ends = st.buf[:0], st.ends[:0]
@@ -266,11 +278,17 @@ func (m *Mapper) mapEvent(st *state, event []byte, meta Meta, rows []json.RawMes
 	}
 
 	if len(st.ends) > 0 {
-		arena := make([]byte, len(st.buf))
-		copy(arena, st.buf)
+		var out []byte
+		if arena != nil {
+			out = append((*arena)[:0], st.buf...)
+			*arena = out
+		} else {
+			out = make([]byte, len(st.buf))
+			copy(out, st.buf)
+		}
 		start := 0
 		for _, end := range st.ends {
-			rows = append(rows, json.RawMessage(arena[start:end:end]))
+			rows = append(rows, json.RawMessage(out[start:end:end]))
 			start = end
 		}
 	}

@@ -470,6 +470,35 @@ func TestRowsAreIndependent(t *testing.T) {
 	}
 }
 
+// TestMapIntoReusesTheArena: MapInto gives the rows Map gives, written into
+// the caller's arena, which the next call reuses instead of allocating.
+func TestMapIntoReusesTheArena(t *testing.T) {
+	m := mustNew(t, schema.Config{Columns: []schema.Column{{Name: "s", Type: "String"}, {Name: "n", Type: "Int64"}}})
+	arena := new([]byte)
+	var first *byte
+	for i, event := range []string{`[{"s":"one","n":1},{"s":"two","n":2}]`, `{"s":"three","n":3}`, `{"s":"four","n":4}`} {
+		want, err := m.Map([]byte(event), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := m.MapInto([]byte(event), nil, nil, arena)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(rows) != fmt.Sprint(want) {
+			t.Fatalf("MapInto(%s) = %s, want %s", event, rows, want)
+		}
+		if len(*arena) == 0 || &rows[0][0] != &(*arena)[0] {
+			t.Fatalf("MapInto(%s): the rows are not in the arena", event)
+		}
+		if i == 0 {
+			first = &(*arena)[0]
+		} else if &(*arena)[0] != first {
+			t.Fatalf("MapInto(%s) allocated a new arena instead of reusing it", event)
+		}
+	}
+}
+
 func TestMapConcurrent(t *testing.T) {
 	m := mustNew(t, crossConfig("seconds", "reject"))
 	var wg sync.WaitGroup
