@@ -176,7 +176,7 @@ type KafkaOptions struct {
 	// fetches). Only used with Metrics.
 	LagInterval time.Duration
 	// QueueCapacity bounds the records fetched and waiting for Read, in
-	// runs of up to 256 (default 1024; at least one run).
+	// runs of up to 256 (default 512; at least one run).
 	QueueCapacity int
 	// OnShare, when set, is called after every rebalance with the share
 	// (0 < share <= 1) of all partitions of the configured topics assigned
@@ -228,7 +228,7 @@ func NewKafka(cfg KafkaConfig, opts KafkaOptions) (*Kafka, error) {
 		SASLMechanism: mechanism,
 	}
 	if opts.QueueCapacity <= 0 {
-		opts.QueueCapacity = 4 * fetchRun
+		opts.QueueCapacity = 2 * fetchRun
 	}
 	if opts.JoinGroupBackoff <= 0 {
 		opts.JoinGroupBackoff = 5 * time.Second

@@ -326,6 +326,12 @@ func (f *fetcher) fetch(ctx context.Context, conn *kafka.Conn, offset int64) (in
 	k, q := f.k, f.k.queue
 	_ = conn.SetReadDeadline(time.Now().Add(k.maxWait))
 	batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: k.minBytes, MaxBytes: k.maxBytes})
+	// The partition's end as the broker says now, not when Read gets to
+	// these records (the backlog, lag and reduce's Partitions would lag
+	// by what waits in the queue).
+	if hw := batch.HighWaterMark(); hw > 0 {
+		k.tracker.observeHighWatermark(f.topic, f.partition, hw)
+	}
 	run := q.buffer()
 	var err error
 	for {

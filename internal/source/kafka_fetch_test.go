@@ -79,3 +79,27 @@ func TestKafkaReadTakesRunsAndDropsEndedGenerations(t *testing.T) {
 		t.Fatal("nextRecord after Close = nil error")
 	}
 }
+
+// TestKafkaBacklogCountsWhatWaitsInTheQueue: the backlog (which decides
+// when: overloaded) takes each partition's end from the fetch that read it,
+// not from the records Read has handed out: records fetched and waiting in
+// the queue, or produced since, count although Read is not called.
+func TestKafkaBacklogCountsWhatWaitsInTheQueue(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t)
+	produce(t, c, 0, 10)
+	k := newTestKafka(t, testKafkaConfig(c, "g-backlog"), testKafkaOptions(t))
+	readN(t, k, 1) // one partition seen; not acked
+	produce(t, c, 10, 100)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		// 330 records, one handed out; the partitions not read yet
+		// count once Read sees them, so at least the 109 of the one read.
+		if b := k.Backlog(); b >= 109 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("Backlog = %d with 109 records or more of the partition read waiting, want at least that", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
