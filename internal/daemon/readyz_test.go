@@ -80,7 +80,10 @@ func TestReadyzIsNotReadyForEachCause(t *testing.T) {
 		t.Fatalf("GET /readyz of a healthy daemon = %d, want 200", resp.StatusCode)
 	}
 
-	p := *d.pipelines[0]
+	// Only what /readyz reads, set when the pipeline was built: copying the
+	// whole running pipeline would read fields its goroutine writes.
+	orig := d.list()[0]
+	p := running{cfg: orig.cfg, target: orig.target, src: orig.src}
 	missing := p
 	missing.target.DatasetID = "99999999-9999-4999-8999-999999999999"
 	unready := p
