@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/pushd/pushd/internal/framing"
 )
 
 // HTTP is an ingest endpoint for applications next to pushd: they POST
@@ -49,7 +50,7 @@ import (
 // objects (one event each); application/x-ndjson, application/jsonl,
 // text/plain or no content type hold one JSON object (or array of objects)
 // per line, blank lines skipped. Bodies are framed as they are read (see
-// frameBody) and follow the rule every source follows (checkEvent).
+// framing.Body) and follow the rule every source follows (framing.Check).
 //
 // Idempotency-Key: requests with the same key and body share one record of
 // their events' state (ingestEntry), so a retry queues only the events
@@ -348,7 +349,7 @@ func (h *HTTP) sameBody(w http.ResponseWriter, r *http.Request, e *ingestEntry) 
 
 // enqueue reads the body and queues the entry's free events (all of them
 // on a first attempt). On a problem it answers and returns false.
-func (h *HTTP) enqueue(w http.ResponseWriter, r *http.Request, e *ingestEntry, format bodyKind) bool {
+func (h *HTTP) enqueue(w http.ResponseWriter, r *http.Request, e *ingestEntry, format framing.Kind) bool {
 	// Decide what can be decided before reading a body the pipeline cannot
 	// take: no room in flight at all, or no room for one more body.
 	if h.unacked.Load() >= h.maxUnacked {
@@ -391,7 +392,7 @@ func (h *HTTP) enqueue(w http.ResponseWriter, r *http.Request, e *ingestEntry, f
 // checkRequest answers what is wrong with the request before its body:
 // method, token, shutdown, content type. It returns the body's format and
 // true when the request may go on.
-func (h *HTTP) checkRequest(w http.ResponseWriter, r *http.Request) (bodyKind, bool) {
+func (h *HTTP) checkRequest(w http.ResponseWriter, r *http.Request) (framing.Kind, bool) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.replyError(w, http.StatusMethodNotAllowed, "method %s not allowed: POST events", r.Method)
@@ -442,7 +443,7 @@ func (h *HTTP) reserveBody(w http.ResponseWriter, r *http.Request) (*bodyReserva
 // readEvents reads and frames the body within body_read_timeout, counting
 // events as they come and hashing the body into hash; on a problem it
 // answers and returns false.
-func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format bodyKind, res *bodyReservation, hash io.Writer) ([]bodyEvent, bool) {
+func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format framing.Kind, res *bodyReservation, hash io.Writer) ([]framing.Event, bool) {
 	rc := http.NewResponseController(w)
 	// A deadline on the connection, so a caller trickling its body cannot
 	// hold a handler (and shutdown) past body_read_timeout. Errors mean the
@@ -453,10 +454,10 @@ func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format bodyKin
 		maxEvents, name = limit, "max_events_per_request"
 	}
 	body := io.TeeReader(res.reader(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)), hash)
-	events, err := frameBody(body, format, bodyBounds{
-		maxEvents:   maxEvents,
-		eventsLimit: name,
-		room:        func(n int) bool { return h.unacked.Load()+int64(n) <= h.maxUnacked },
+	events, err := framing.Body(body, format, framing.Bounds{
+		MaxEvents:   maxEvents,
+		EventsLimit: name,
+		Room:        func(n int) bool { return h.unacked.Load()+int64(n) <= h.maxUnacked },
 	})
 	if err == nil {
 		// Clear the deadline: past it, the server's background read of
@@ -471,8 +472,8 @@ func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format bodyKin
 	w.Header().Set("Connection", "close")
 	var (
 		tooLarge  *http.MaxBytesError
-		tooMany   *errTooManyEvents
-		malformed *errBodyFormat
+		tooMany   *framing.TooManyEventsError
+		malformed *framing.FormatError
 		netErr    net.Error
 	)
 	switch {
@@ -480,7 +481,7 @@ func (h *HTTP) readEvents(w http.ResponseWriter, r *http.Request, format bodyKin
 		h.replyTooLarge(w)
 	case errors.As(err, &tooMany):
 		h.replyError(w, http.StatusRequestEntityTooLarge, "%v", tooMany)
-	case errors.Is(err, errNoRoom):
+	case errors.Is(err, framing.ErrNoRoom):
 		h.replySaturated(w)
 	case errors.Is(err, errNoBudget):
 		h.replyBusy(w)
@@ -559,7 +560,7 @@ const (
 
 // admit reserves room for the entry's free events and queues them, or
 // reports why it cannot.
-func (h *HTTP) admit(e *ingestEntry, res *bodyReservation, prefix string, events []bodyEvent) admission {
+func (h *HTTP) admit(e *ingestEntry, res *bodyReservation, prefix string, events []framing.Event) admission {
 	want := e.free()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -584,9 +585,9 @@ func (h *HTTP) admit(e *ingestEntry, res *bodyReservation, prefix string, events
 	}
 	for j, i := range idx {
 		be := events[i]
-		ev := Event{Data: be.data, Position: prefix + strconv.Itoa(i), Claim: claims[j]}
-		if be.err != nil {
-			ev.Err = fmt.Errorf("%s: %w", ev.Position, be.err)
+		ev := Event{Data: be.Data, Position: prefix + strconv.Itoa(i), Claim: claims[j]}
+		if be.Err != nil {
+			ev.Err = fmt.Errorf("%s: %w", ev.Position, be.Err)
 		}
 		// The channel holds maxUnacked events and at most that many are
 		// admitted, so this never blocks.
@@ -656,17 +657,10 @@ func (h *HTTP) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(sum[:], h.tokenHash) == 1
 }
 
-type bodyKind int
-
-const (
-	formatNDJSON bodyKind = iota
-	formatJSON
-)
-
 // bodyFormat maps a Content-Type to the body format.
-func bodyFormat(contentType string) (bodyKind, error) {
+func bodyFormat(contentType string) (framing.Kind, error) {
 	if contentType == "" {
-		return formatNDJSON, nil
+		return framing.NDJSON, nil
 	}
 	mediaType, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
@@ -674,20 +668,11 @@ func bodyFormat(contentType string) (bodyKind, error) {
 	}
 	switch mediaType {
 	case "application/json":
-		return formatJSON, nil
+		return framing.JSON, nil
 	case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines", "application/jsonlines", "text/plain":
-		return formatNDJSON, nil
+		return framing.NDJSON, nil
 	}
 	return 0, fmt.Errorf("content type %s not supported: send application/json (an object or an array of objects) or application/x-ndjson", mediaType)
-}
-
-// jsonError returns the decoder's error for invalid JSON data.
-func jsonError(data []byte) error {
-	var v json.RawMessage
-	if err := json.Unmarshal(data, &v); err != nil {
-		return err
-	}
-	return errors.New("invalid JSON")
 }
 
 func (h *HTTP) replySaturated(w http.ResponseWriter) {

@@ -559,22 +559,3 @@ func TestNewHTTPErrors(t *testing.T) {
 		})
 	}
 }
-
-func BenchmarkHTTPFrameJSONArray(b *testing.B) {
-	var body bytes.Buffer
-	body.WriteByte('[')
-	for i := range 1000 {
-		if i > 0 {
-			body.WriteByte(',')
-		}
-		fmt.Fprintf(&body, `{"device":"d-%d","temp":%d.5,"tags":["a","b"],"note":"x\"y"}`, i, i)
-	}
-	body.WriteByte(']')
-	b.SetBytes(int64(body.Len()))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := frameBody(bytes.NewReader(body.Bytes()), formatJSON, bodyBounds{maxEvents: 10000}); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

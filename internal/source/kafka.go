@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/pushd/pushd/internal/framing"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
@@ -370,9 +371,9 @@ func (k *Kafka) event(msg *kafka.Message) (Event, Ack, error) {
 	ev := Event{Data: msg.Value, Meta: meta} // Where() formats the position from meta
 	// A record is a stream of its own for the rule every source follows:
 	// a leading BOM is stripped; invalid UTF-8 and an empty array go to
-	// the dead letter (checkEvent).
-	ev.Data = stripBOM(ev.Data)
-	if bad := checkEvent(ev.Data); bad != nil {
+	// the dead letter (framing.Check).
+	ev.Data = framing.StripBOM(ev.Data)
+	if bad := framing.Check(ev.Data); bad != nil {
 		ev.Err = fmt.Errorf("%s: %w", ev.Where(), bad)
 	}
 	// The ack keeps only the token (which knows the partition and offset)

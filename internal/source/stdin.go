@@ -1,7 +1,6 @@
 package source
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,12 +10,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/pushd/pushd/internal/framing"
 )
 
 // ErrLineTooLong is the Event.Err (wrapped) of a stdin line longer than the
 // limit. The event's Data holds the line's first max bytes; the rest of the
 // line is skipped and reading goes on with the next line.
-var ErrLineTooLong = errors.New("line too long")
+var ErrLineTooLong = framing.ErrLineTooLong
 
 // ErrUndelivered is wrapped by Stdin.Close when some events read were not
 // delivered: acked with an error, or never acked. Standard input cannot be
@@ -32,7 +33,7 @@ const (
 	// stdinChunkBytes is the size of the buffers lines are read into. Events
 	// point into them (no copy), so a chunk is never reused: it is dropped
 	// to the garbage collector once every event in it is gone.
-	stdinChunkBytes = 64 << 10
+	stdinChunkBytes = framing.DefaultChunk
 	// stdinReadAhead is how many read results the reader goroutine may hold
 	// before Read takes them: a few chunks of read-ahead, no more.
 	stdinReadAhead = 2
@@ -46,7 +47,7 @@ const (
 // A line over the limit, one that is not valid UTF-8 or one that is an
 // empty array does not stop the stream: it comes out as an event whose Err
 // wraps ErrLineTooLong, ErrInvalidUTF8 or ErrEmptyArray, for the pipeline to
-// dead-letter and ack (the rule every source follows: see checkEvent).
+// dead-letter and ack (the rule every source follows: see framing.Check).
 //
 // Lines are read by a goroutine that Stdin starts on the first Read, because
 // a blocked read of standard input cannot be interrupted; Read itself waits
@@ -253,115 +254,34 @@ func lineRanges(lines []int64, max int) string {
 	return b.String()
 }
 
-// run is the reader goroutine: it cuts the input into lines and hands them
-// to Read in batches, one batch per read of the input.
+// run is the reader goroutine: framing.Lines cuts the input into lines,
+// and run hands them to Read in batches, one batch per read of the input.
 func (s *Stdin) run() {
 	defer close(s.lines)
-	var (
-		chunk    = make([]byte, s.chunkSize)
-		begin    int  // start of the unfinished line in chunk
-		end      int  // end of the data in chunk
-		shared   bool // some event points into chunk: never write over it
-		skipping bool // inside an over-long line, discarding up to its newline
-		lineNo   int64
-		first    = true // the BOM check is pending
-		batch    []stdinLine
-		pos      []byte // scratch for positions
-	)
-	emit := func(data []byte, err error) {
-		pos = strconv.AppendInt(append(pos[:0], "stdin:"...), lineNo, 10)
-		batch = append(batch, stdinLine{data: data, pos: string(pos), line: lineNo, err: err})
-		shared = true
-	}
-	// line handles one complete line (without its '\n').
-	line := func(data []byte) {
-		lineNo++
-		if first {
-			first = false
-			data = stripBOM(data)
-		}
-		if n := len(data); n > 0 && data[n-1] == '\r' {
-			data = data[:n-1]
-		}
-		switch {
-		case len(data) > s.maxLine: // blank or not, as the cut below
-			emit(data[:s.maxLine:s.maxLine], s.tooLong(lineNo))
-		case isBlank(data):
-		default:
-			var err error
-			if bad := checkEvent(data); bad != nil {
-				err = fmt.Errorf("%s line %d: %w", s.name, lineNo, bad)
-			}
-			emit(data[:len(data):len(data)], err)
-		}
-	}
+	lines := framing.NewLines(s.r, s.maxLine, s.chunkSize, s.name)
+	var pos []byte // scratch for positions
 	for {
-		n, err := s.r.Read(chunk[end:])
-		end += n
-		for {
-			i := bytes.IndexByte(chunk[begin:end], '\n')
-			if i < 0 {
-				break
+		framed, err := lines.Next()
+		var batch []stdinLine
+		if len(framed) > 0 {
+			batch = make([]stdinLine, len(framed))
+			for i, l := range framed {
+				pos = strconv.AppendInt(append(pos[:0], "stdin:"...), l.No, 10)
+				batch[i] = stdinLine{data: l.Data, pos: string(pos), line: l.No, err: l.Err}
 			}
-			if skipping {
-				skipping = false
-			} else {
-				line(chunk[begin : begin+i])
-			}
-			begin += i + 1
-		}
-		if skipping {
-			begin = end
-		} else if head := unfinished(chunk[begin:end], first); len(head) > s.maxLine+1 { // +1: a CR before the newline is not counted
-			// Too long whatever comes next: emit its head now, skip the
-			// rest. The line is cut as line would cut it whole, so that how
-			// the input was chunked never changes what becomes of a line.
-			lineNo++
-			first = false
-			emit(head[:s.maxLine:s.maxLine], s.tooLong(lineNo))
-			skipping = true
-			begin = end
 		}
 		if err != nil {
+			s.end = err
 			if errors.Is(err, io.EOF) {
-				if !skipping && end > begin {
-					line(chunk[begin:end])
-				}
 				s.end = ErrEndOfInput
-			} else {
-				// The unfinished line is dropped: it may be cut short.
-				s.end = fmt.Errorf("reading %s after line %d: %w", s.name, lineNo, err)
 			}
 			s.send(batch)
 			return
 		}
-		if len(batch) > 0 {
-			if !s.send(batch) {
-				return
-			}
-			batch = nil
-		}
-		// Make room for the next read.
-		switch {
-		case begin == end && !shared:
-			begin, end = 0, 0 // nothing points into chunk: reuse it
-		case len(chunk)-end < s.chunkSize/16+1:
-			partial := end - begin
-			next := make([]byte, max(s.chunkSize, 2*partial))
-			copy(next, chunk[begin:end])
-			chunk, begin, end, shared = next, 0, partial, false
+		if !s.send(batch) {
+			return
 		}
 	}
-}
-
-// unfinished returns the part of a line read so far that counts against
-// max_line_bytes: without the stream's BOM on the first line (which line
-// strips too; a BOM still arriving is at most 2 bytes, below any limit).
-func unfinished(partial []byte, first bool) []byte {
-	if first {
-		return stripBOM(partial)
-	}
-	return partial
 }
 
 // send hands a batch to Read; false when Close came first.
@@ -375,18 +295,4 @@ func (s *Stdin) send(batch []stdinLine) bool {
 	case <-s.stop:
 		return false
 	}
-}
-
-func (s *Stdin) tooLong(lineNo int64) error {
-	return fmt.Errorf("%s line %d: longer than max_line_bytes %d: %w", s.name, lineNo, s.maxLine, ErrLineTooLong)
-}
-
-// isBlank reports whether a line holds only spaces and tabs.
-func isBlank(b []byte) bool {
-	for _, c := range b {
-		if c != ' ' && c != '\t' && c != '\r' {
-			return false
-		}
-	}
-	return true
 }
