@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 )
 
+// The HTTP source bounds the request bodies it holds at once
+// (max_buffered_bytes); framing a body is internal/framing's.
+
 // errNoBudget is returned by a reservation's reader when the body passes
 // what the buffered-bytes budget has left.
 var errNoBudget = errors.New("max_buffered_bytes reached")
