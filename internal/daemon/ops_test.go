@@ -106,7 +106,18 @@ func TestMetricsHealthAndNoSecretsDuringARun(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// The emulator counts a row when it answers; the client counts it when it
+	// has read that answer. Wait for the client's side too before checking.
 	samples := scrape(t, d.OpsAddr())
+	for {
+		accepted, _ := sum(samples, "pushd_powerbi_rows_accepted_total", `dataset="`+id+`"`)
+		dead, _ := sum(samples, "pushd_deadletter_rows_total", `pipeline="telemetry"`)
+		if (accepted >= n && dead >= 1) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+		samples = scrape(t, d.OpsAddr())
+	}
 	checks := []struct {
 		name   string
 		labels []string
