@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -201,11 +203,18 @@ pipelines:
 	}
 	cancel()
 	var resp *http.Response
+	// A request that comes before the drain has begun may still be queued,
+	// and then waits for the drain's end: such a one is given up after 2s.
+	client := &http.Client{Timeout: 2 * time.Second}
 	for {
-		// Until the drain has begun, a request may still be queued; then
-		// every request is refused. The first request holds the drain for
-		// up to shutdown_timeout (20 s), so a refusal now is "at once".
-		r, err := http.Post(url, "application/x-ndjson", bytes.NewReader([]byte("{\"seq\":2}\n")))
+		// Once the drain has begun every request is refused. The first
+		// request holds the drain for up to shutdown_timeout (20 s), so a
+		// refusal now is "at once".
+		r, err := client.Post(url, "application/x-ndjson", bytes.NewReader([]byte("{\"seq\":2}\n")))
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
 		if err != nil {
 			t.Fatalf("POST during drain: %v", err)
 		}

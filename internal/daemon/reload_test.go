@@ -390,7 +390,9 @@ func TestReloadCutShortBySignal(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d, done := startDaemon(t, ctx, loadConfig(t, twoHTTPPipelines(t, emu, ca, dir, "10ms", "{}")), &logs)
-	emu.SetFaults(emulator.Faults{ThrottleFor: 3 * time.Second})
+	// The signal must come while the reload drains b, that is before the
+	// throttle ends: 6s leaves room for a loaded machine.
+	emu.SetFaults(emulator.Faults{ThrottleFor: 6 * time.Second})
 	posted := make(chan struct{})
 	go func() {
 		defer close(posted)

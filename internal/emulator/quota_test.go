@@ -253,12 +253,14 @@ func TestQuotasOff(t *testing.T) {
 	}
 }
 
-// TestWindowsConfigurable: a one-second window in real time.
+// TestWindowsConfigurable: a window shorter than a second, in real time.
+// 900ms: the three requests must arrive within it, and its Retry-After
+// still rounds up to 1.
 func TestWindowsConfigurable(t *testing.T) {
 	e := start(t, func(c *Config) {
 		c.Now = nil
 		c.Limits.RequestsPerWindow = 2
-		c.Limits.RequestWindow = 300 * time.Millisecond
+		c.Limits.RequestWindow = 900 * time.Millisecond
 	})
 	id := e.dataset("")
 	wantStatus(t, e.post(id, 0, 1), http.StatusOK)

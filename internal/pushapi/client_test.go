@@ -321,7 +321,7 @@ func TestPostRowsRequestTimeoutIsRetried(t *testing.T) {
 	srv := httptest.NewServer(s)
 	defer srv.Close()
 	cfg := testConfig(srv.URL)
-	cfg.Timeout = 100 * time.Millisecond
+	cfg.Timeout = time.Second // the retry must be answered within it: room for a loaded machine
 	c, _ := newTestClient(t, cfg, srv.Client(), newFakeClock(), nil)
 	if err := c.PostRows(context.Background(), Target{DatasetID: "ds", Table: "t"}, rowsN(1)); err != nil {
 		t.Fatalf("PostRows: %v", err)

@@ -95,8 +95,12 @@ func TestEmulatorQuotaUse(t *testing.T) {
 			if throttled != 0 {
 				t.Errorf("%v: %d answers 429, want 0", q, throttled)
 			}
-			if used < 0.9 {
-				t.Errorf("%v: used %.1f%% of the quota over %d windows, want >= 90%%", q, 100*used, windows)
+			// 80%: each window loses a round trip, and on a loaded machine
+			// under -race (load 25 on 2 cores was seen in CI) a round trip
+			// includes waiting for a core; TestEmulatorScaledQuota saw 83%
+			// there. A pacing that wastes a large part still fails.
+			if used < 0.8 {
+				t.Errorf("%v: used %.1f%% of the quota over %d windows, want >= 80%%", q, 100*used, windows)
 			}
 			t.Logf("%v: used %.2f%% over %d windows, %d answers 429", q, 100*used, windows, throttled)
 		})

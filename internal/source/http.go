@@ -612,18 +612,20 @@ func (h *HTTP) ackFunc(e *ingestEntry, a *attempt, j, i int, c *Claim) Ack {
 		case err != nil:
 			result = "dead_lettered"
 		}
-		// The body's bytes go back to the budget before the last event
-		// settles, which may answer the request: a client that sends its
-		// next body on that answer finds them free.
+		// The body's bytes and the event's unacked slot go back, and the
+		// event is counted, before it settles, which may answer the
+		// request: a client that sends its next body on that answer finds
+		// them free (no spurious 429 at max_unacked_events), and a scrape
+		// after the answer sees the event counted.
 		if a.remaining.Add(-1) == 0 {
 			a.body.release()
 		}
-		e.settle(i, c, err)
 		h.unacked.Add(-1)
 		if m := h.metrics; m != nil {
 			m.unacked.Dec()
 			m.events.WithLabelValues(result).Inc()
 		}
+		e.settle(i, c, err)
 	}
 }
 

@@ -342,6 +342,33 @@ func TestHTTPSaturationAnswers429(t *testing.T) {
 	}
 }
 
+// TestHTTPRoomIsFreeWhenAnswered: once a request is answered, its events'
+// slots are free and counted. A client at max_unacked_events that sends its
+// next body on the answer is never refused 429, and a scrape after the
+// answer sees every event counted and none unacked.
+func TestHTTPRoomIsFreeWhenAnswered(t *testing.T) {
+	t.Parallel()
+	metrics := NewHTTPMetrics(prometheus.NewRegistry())
+	h, url := newTestHTTP(t, testHTTPConfig(), HTTPOptions{MaxUnacked: 3, Metrics: metrics})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runPipeline(ctx, h, func(Event) error { return nil })
+	for i := 1; i <= 300; i++ {
+		if r := post(t, url, "", "", []byte("{}\n{}\n{}\n")); r.code != http.StatusOK {
+			t.Fatalf("request %d: status %d, want 200; body %s", i, r.code, r.body)
+		}
+		if got := h.unacked.Load(); got != 0 {
+			t.Fatalf("after answer %d: %d events unacked, want 0", i, got)
+		}
+		if got := testutil.ToFloat64(metrics.unacked); got != 0 {
+			t.Fatalf("after answer %d: unacked_events = %v, want 0", i, got)
+		}
+		if got := testutil.ToFloat64(metrics.events.WithLabelValues("accepted")); got != float64(3*i) {
+			t.Fatalf("after answer %d: events_total{result=accepted} = %v, want %d", i, got, 3*i)
+		}
+	}
+}
+
 func TestHTTPResponseTimeoutAnswers503(t *testing.T) {
 	t.Parallel()
 	cfg := testHTTPConfig()
@@ -484,7 +511,13 @@ func TestHTTPClose(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			// The shutdown budget: long enough for the acks of the first
+			// case on a loaded machine, spent in full by the second.
+			budget := 300 * time.Millisecond
+			if tt.ackDuringClose {
+				budget = 10 * time.Second
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), budget)
 			defer cancel()
 			closed := make(chan error, 1)
 			go func() { closed <- h.Close(ctx) }()
