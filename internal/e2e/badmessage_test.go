@@ -50,7 +50,7 @@ func TestKafkaBadMessagesAreDeadLetteredAndCommitted(t *testing.T) {
 		limits: "{requests_per_minute: 100000}",
 	})
 	p := startPushd(t, "bad", cfg)
-	waitLanded(t, emu, id, n, 60*time.Second)
+	waitLanded(t, emu, id, n, 3*time.Minute)
 	time.Sleep(500 * time.Millisecond) // a few commit intervals
 	if code, _ := p.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("pushd exited %d after SIGTERM, want 0", code)

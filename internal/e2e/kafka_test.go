@@ -37,7 +37,7 @@ func TestKafkaEveryEventOnceAndResume(t *testing.T) {
 		batch:  "{max_rows: 10000, linger: 50ms}",
 	})
 	first := startPushd(t, "first", cfg)
-	waitLanded(t, emu, id, n, 90*time.Second)
+	waitLanded(t, emu, id, n, 3*time.Minute)
 	if code, _ := first.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("first pushd exited %d after SIGTERM, want 0", code)
 	}
@@ -56,7 +56,7 @@ func TestKafkaEveryEventOnceAndResume(t *testing.T) {
 
 	produce(t, c, events[n:], n+1)
 	second := startPushd(t, "second", cfg)
-	waitLanded(t, emu, id, n+more, 60*time.Second)
+	waitLanded(t, emu, id, n+more, 3*time.Minute)
 	fetched := sum(second.metrics(t), "pushd_kafka_messages_total")
 	if code, _ := second.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("second pushd exited %d after SIGTERM, want 0", code)
@@ -146,7 +146,7 @@ func TestKafkaSIGKILLRedeliversOnlyInFlight(t *testing.T) {
 	emu.SetFaults(emulator.Faults{}) // the restart need not be slow
 
 	restarted := startPushd(t, "restarted", cfg)
-	waitLanded(t, emu, id, n, 90*time.Second)
+	waitLanded(t, emu, id, n, 3*time.Minute)
 	if code, _ := restarted.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("restarted pushd exited %d after SIGTERM, want 0", code)
 	}
@@ -246,7 +246,7 @@ func TestKafkaSIGTERMUnderLoadLosesAndDuplicatesNothing(t *testing.T) {
 
 	emu.SetFaults(emulator.Faults{})
 	again := startPushd(t, "restarted", cfg)
-	waitLanded(t, emu, id, n, 60*time.Second)
+	waitLanded(t, emu, id, n, 3*time.Minute)
 	if code, _ := again.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("restarted pushd exited %d after SIGTERM, want 0", code)
 	}
@@ -287,7 +287,7 @@ func TestKafkaTwoProcessesShareTheGroup(t *testing.T) {
 	for {
 		produce(t, c, events[total:total+round], total+1)
 		total += round
-		waitLanded(t, emu, id, total, 60*time.Second)
+		waitLanded(t, emu, id, total, 3*time.Minute)
 		fetchedA = sum(a.metrics(t), "pushd_kafka_messages_total")
 		fetchedB = sum(b.metrics(t), "pushd_kafka_messages_total")
 		if fetchedA > 0 && fetchedB > 0 && total >= 20_000 {
@@ -395,7 +395,7 @@ func TestKafkaThrottlingKeepsHeapFlat(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	counts := waitLanded(t, emu, id, n, time.Minute)
+	counts := waitLanded(t, emu, id, n, 3*time.Minute)
 	if code, _ := p.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("pushd exited %d after SIGTERM, want 0", code)
 	}

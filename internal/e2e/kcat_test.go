@@ -55,7 +55,7 @@ func TestKcatInteroperates(t *testing.T) {
 		batch:  "{max_rows: 10000, linger: 50ms}",
 		limits: raisedLimits,
 	}))
-	waitLanded(t, emu, id, n, time.Minute)
+	waitLanded(t, emu, id, n, 3*time.Minute)
 	if code, _ := p.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("pushd exited %d after SIGTERM, want 0", code)
 	}

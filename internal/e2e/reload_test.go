@@ -133,7 +133,7 @@ func TestKafkaReloadUnderLoadLosesAndDuplicatesNothing(t *testing.T) {
 		t.Errorf("reload summary = %v, want telemetry changed", reloaded[0])
 	}
 	wg.Wait()
-	waitLanded(t, emu, id, n, 90*time.Second)
+	waitLanded(t, emu, id, n, 3*time.Minute)
 	if code, _ := p.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("pushd exited %d after SIGTERM, want 0", code)
 	}

@@ -57,7 +57,7 @@ func TestKafkaShutdownTimeoutCancelsSendsAndCommitsNothingUndelivered(t *testing
 
 	emu.SetFaults(emulator.Faults{})
 	again := startPushd(t, "restarted", cfg)
-	waitLanded(t, emu, id, n, 60*time.Second)
+	waitLanded(t, emu, id, n, 3*time.Minute)
 	if code, _ := again.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("restarted pushd exited %d after SIGTERM, want 0", code)
 	}

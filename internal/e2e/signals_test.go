@@ -80,7 +80,7 @@ func TestStdinSignalBeforeTheEndSaysWhereItStopped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitLanded(t, emu, id, 100, 60*time.Second)
+	waitLanded(t, emu, id, 100, 3*time.Minute)
 	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

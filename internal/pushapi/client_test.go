@@ -307,11 +307,10 @@ func TestPostRowsCutConnection(t *testing.T) {
 }
 
 func TestPostRowsRequestTimeoutIsRetried(t *testing.T) {
-	first := true
+	var answered atomic.Bool // the handlers of the two requests run on two goroutines
 	s := &script{steps: []func(http.ResponseWriter, *http.Request){
 		func(w http.ResponseWriter, r *http.Request) {
-			if first {
-				first = false
+			if !answered.Swap(true) {
 				<-r.Context().Done() // hold the request until the client gives up
 				return
 			}
