@@ -108,16 +108,13 @@ func TestMetricsHealthAndNoSecretsDuringARun(t *testing.T) {
 
 	// The emulator counts a row when it answers; the client counts it when it
 	// has read that answer. Wait for the client's side too before checking.
-	samples := scrape(t, d.OpsAddr())
-	for {
+	var samples map[string]float64
+	waitFor(t, "the client to count every row and the dead letter", func() bool {
+		samples = scrape(t, d.OpsAddr())
 		accepted, _ := sum(samples, "pushd_powerbi_rows_accepted_total", `dataset="`+id+`"`)
 		dead, _ := sum(samples, "pushd_deadletter_rows_total", `pipeline="telemetry"`)
-		if (accepted >= n && dead >= 1) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-		samples = scrape(t, d.OpsAddr())
-	}
+		return accepted >= n && dead >= 1
+	})
 	checks := []struct {
 		name   string
 		labels []string
